@@ -1,0 +1,42 @@
+"""streamer: a real-time video stream processor.
+
+Embedding it::
+
+    import streamer
+
+    for result in streamer.stream("sample:bikes", model="yolo11n"):
+        print(result.frame.index, len(result.detections))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from streamer.api import build_pipeline, stream
+from streamer.errors import (
+    AssetError,
+    ConfigError,
+    ModelError,
+    SinkError,
+    SourceOpenError,
+    StageError,
+    StreamerError,
+)
+from streamer.types import Detections, Frame, Letterbox, Result
+
+__all__ = [
+    "AssetError",
+    "ConfigError",
+    "Detections",
+    "Frame",
+    "Letterbox",
+    "ModelError",
+    "Result",
+    "SinkError",
+    "SourceOpenError",
+    "StageError",
+    "StreamerError",
+    "__version__",
+    "build_pipeline",
+    "stream",
+]

@@ -1,0 +1,107 @@
+"""Building pipelines from parts, and the ``stream()`` generator for embedding streamer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from streamer.models import Model, load_model
+from streamer.pipeline import Pipeline, QueueConfig
+from streamer.queues import Policy
+from streamer.runtime import configure_threads
+from streamer.sinks.base import Sink
+from streamer.sources import Source, make_source
+from streamer.stages import DetectParams, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage
+from streamer.types import Result
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    name: str = "yolo11n"
+    backend: str = "auto"
+    device: str = "auto"
+    imgsz: int | None = None
+    rect: bool = True
+    batch: int = 1
+    threads: int | None = None
+
+
+def build_pipeline(
+    source: Source | str,
+    model: Model | ModelSettings | str = "yolo11n",
+    *,
+    params: DetectParams | None = None,
+    imgsz: int | None = None,
+    rect: bool = True,
+    batch: int = 1,
+    sinks: Sequence[Sink] = (),
+    render: bool | None = None,
+    render_copy: bool = False,
+    render_status: bool = False,
+    output: bool = False,
+    queue: QueueConfig | None = None,
+) -> Pipeline:
+    """Compose source → preprocess → infer → postprocess → [render] → [sinks].
+
+    ``render=None`` renders only when a sink needs the drawn picture. Nothing is opened
+    until the pipeline starts (or ``Pipeline.open()`` is called).
+    """
+    src = make_source(source) if isinstance(source, str) else source
+    if isinstance(model, str):
+        model = load_model(model)
+    elif isinstance(model, ModelSettings):
+        imgsz = model.imgsz if imgsz is None else imgsz
+        rect, batch = model.rect, model.batch
+        model = load_model(model.name, backend=model.backend, device=model.device, threads=model.threads)
+    configure_threads(getattr(model, "threads", None))
+    stages = [
+        PreprocessStage(model, imgsz=imgsz, rect=rect),
+        # A batch waits for more frames only when frames are never dropped (files): live
+        # sources must not hold their newest frame back.
+        InferStage(model, batch_size=batch, batch_timeout_s=0.0 if src.live else 0.05),
+        PostprocessStage(model, params or DetectParams()),
+    ]
+    if render is None:
+        render = any(s.needs_render for s in sinks)
+    if render:
+        stages.append(RenderStage(copy=render_copy, status=render_status))
+    if sinks:
+        stages.append(SinkStage(sinks))
+    if queue is None and not src.live:
+        queue = QueueConfig(size=max(4, 2 * batch), policy=Policy.BLOCK)
+    return Pipeline(src, stages, queue=queue, output=output)
+
+
+def stream(
+    source: Source | str,
+    model: Model | str = "yolo11n",
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    classes: Sequence[int] | None = None,
+    imgsz: int | None = None,
+    rect: bool = True,
+    batch: int = 1,
+    backend: str = "auto",
+    device: str = "auto",
+    render: bool = False,
+    max_det: int = 300,
+) -> Iterator[Result]:
+    """Yield one :class:`~streamer.types.Result` per processed frame, as they come.
+
+    Results are never accumulated: a file yields every frame in order; a live source yields
+    the newest frames the pipeline could handle. With ``render=True`` each result also
+    carries ``annotated``, a drawn copy of the frame. Leaving the loop early stops the
+    pipeline and releases the source and model.
+    """
+    from streamer.config import DetectConfig
+
+    checked = DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det)
+    params = DetectParams(conf=checked.conf, iou=checked.iou, classes=checked.classes, max_det=checked.max_det)
+    if isinstance(model, str):
+        model = load_model(model, backend=backend, device=device)
+    pipeline = build_pipeline(
+        source, model, params=params, imgsz=imgsz, rect=rect, batch=batch, render=render, render_copy=True, output=True
+    )
+    with pipeline:
+        yield from pipeline

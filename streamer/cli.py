@@ -1,0 +1,126 @@
+"""The ``streamer`` command.
+
+Every error streamer raises on purpose (:class:`~streamer.errors.StreamerError`) becomes one
+line on stderr and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamer import __version__
+from streamer.errors import StageError, StreamerError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"streamer: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="yolo11n", help="built-in model name or model file (default: yolo11n)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default: 0.25)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default: 0.7)")
+    p.add_argument("--imgsz", type=int, default=None, help="model input size, a multiple of 32 (default: the model's)")
+    p.add_argument("--square", action="store_true", help="letterbox to imgsz x imgsz instead of the minimal rect")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="ID", help="keep only these class ids")
+    p.add_argument("--agnostic-nms", action="store_true", help="suppress overlapping boxes across classes")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per frame (default: 300)")
+    p.add_argument("--batch", type=int, default=1, help="frames per model call (default: 1)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores - 1 on small machines)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="streamer", description="Real-time video stream processing with object detection.")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ann = sub.add_parser("annotate", help="annotate a recorded video or images: every frame, in order")
+    ann.add_argument("source", help="video file, image, folder of images, or sample:NAME (bikes, carphone, bigbuckbunny)")
+    ann.add_argument("-o", "--output", default=None, help="annotated video file (default: out/<name>.mp4)")
+    ann.add_argument("--jsonl", default=None, help="JSONL detections file (default: out/<name>.jsonl)")
+    ann.add_argument("--no-video", action="store_true", help="write no annotated video")
+    ann.add_argument("--no-progress", action="store_true", help="print no progress line")
+    _add_model_args(ann)
+
+    run = sub.add_parser("run", help="run a pipeline file")
+    run.add_argument("pipeline", help="pipeline YAML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a key of the file, e.g. --set detect.conf=0.4 (repeatable)")
+    run.add_argument("--no-progress", action="store_true", help="print no progress line")
+    return parser
+
+
+def _annotate_config(args: argparse.Namespace) -> Any:
+    from streamer.config import from_dict
+
+    name = Path(args.source.removeprefix("sample:")).stem or "output"
+    video = None if args.no_video else (args.output or f"out/{name}.mp4")
+    jsonl = args.jsonl or f"out/{name}.jsonl"
+    data = {
+        "job": "annotate",
+        "source": args.source,
+        "model": {
+            "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads,
+        },
+        "detect": {
+            "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
+            "max_det": args.max_det,
+        },
+        "output": {"video": video, "jsonl": jsonl},
+    }
+    return from_dict(data)
+
+
+def _run_job(cfg: Any, show_progress: bool) -> int:
+    from streamer.jobs import run_annotate
+
+    summary = run_annotate(cfg, show_progress=show_progress)
+    for line in summary.lines:
+        print(line)
+    return 130 if summary.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "annotate":
+            return _run_job(_annotate_config(args), not args.no_progress)
+        if args.command == "run":
+            from streamer.config import load
+
+            return _run_job(load(args.pipeline, args.overrides), not args.no_progress)
+    except StageError as exc:
+        cause = exc.cause
+        if isinstance(cause, StreamerError):
+            sys.stderr.write(f"streamer: {cause}\n")
+            return EXIT_USAGE
+        raise
+    except StreamerError as exc:
+        sys.stderr.write(f"streamer: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("streamer: interrupted\n")
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE

@@ -1,0 +1,326 @@
+"""Pipeline files: YAML → validated, frozen dataclasses.
+
+A pipeline file is read with a ``yaml.SafeLoader`` subclass that only records the line of
+every key, so that an error can say where it is::
+
+    pipelines/x.yaml:7: unknown key 'confidence' in 'detect', expecting one of ['agnostic', ...]
+
+Everything a file can say, ``--set key.path=value`` can override (the value is parsed as
+YAML, so ``--set detect.conf=0.4`` gives a float and ``--set detect.classes=[0,2]`` a list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamer.errors import ConfigError
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _LineDict(dict):  # type: ignore[type-arg]
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
+    loader.flatten_mapping(node)
+    mapping = _LineDict()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, typing.Hashable):
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: a mapping key must be a plain value")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such pipeline file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, but got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "yolo11n"
+    backend: str = "auto"
+    device: str = "auto"
+    imgsz: int | None = None
+    rect: bool = True
+    batch: int = 1
+    threads: int | None = None
+    half: bool = False
+    task: str = "auto"
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "model.name must not be empty")
+        _check(self.imgsz is None or (self.imgsz > 0 and self.imgsz % 32 == 0),
+               f"model.imgsz must be a positive multiple of 32, but got {self.imgsz}")
+        _check(1 <= self.batch <= 256, f"model.batch must be between 1 and 256, but got {self.batch}")
+        _check(self.threads is None or self.threads >= 1, f"model.threads must be >= 1, but got {self.threads}")
+        _check(self.task in ("auto", "detect", "classify"),
+               f"model.task must be one of ['auto', 'detect', 'classify'], but got {self.task!r}")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    conf: float = 0.25
+    iou: float = 0.7
+    classes: tuple[int, ...] | None = None
+    agnostic: bool = False
+    multi_label: bool = False
+    max_det: int = 300
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.conf <= 1.0, f"detect.conf must be between 0 and 1, but got {self.conf}")
+        _check(0.0 <= self.iou <= 1.0, f"detect.iou must be between 0 and 1, but got {self.iou}")
+        _check(self.max_det >= 1, f"detect.max_det must be >= 1, but got {self.max_det}")
+        _check(self.top_k >= 1, f"detect.top_k must be >= 1, but got {self.top_k}")
+        if self.classes is not None:
+            _check(all(c >= 0 for c in self.classes), f"detect.classes must be class ids >= 0, but got {list(self.classes)}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    video: str | None = None
+    jsonl: str | None = None
+    images: str | None = None
+    window: bool = False
+    print_results: bool = False
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    size: int | None = None
+    policy: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.size is None or self.size >= 1, f"queue.size must be >= 1, but got {self.size}")
+        _check(self.policy in (None, "block", "drop_oldest"),
+               f"queue.policy must be one of ['block', 'drop_oldest'], but got {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole pipeline file. ``job`` picks what runs it (``annotate`` for recorded video)."""
+
+    source: str = ""
+    job: str = "annotate"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+
+    def __post_init__(self) -> None:
+        _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
+        _check(bool(self.source), "source is required (a file, a folder, a URL, a webcam index or sample:NAME)")
+
+
+JOBS = ("annotate",)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + _type_name(typing.get_args(tp)[0])
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", type(None): "null"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where} must be {_type_name(tp)}, but got {value!r}")
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be {_type_name(tp)}, but got {value!r}")
+        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, but got {value!r}")
+        return {str(k): _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, but got {value!r}")
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, but got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, but got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, but got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{where} must be a string, but got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    lines = getattr(data, "key_lines", {})
+    kwargs = {}
+    for key, value in data.items():
+        line = lines.get(key)
+        prefix = f"line {line}: " if line else ""
+        if key not in fields:
+            section = f" in '{where}'" if where else ""
+            raise ConfigError(f"{prefix}unknown key '{key}'{section}, expecting one of {sorted(fields)}")
+        name = f"{where}.{key}" if where else str(key)
+        try:
+            kwargs[key] = _convert(value, hints[key], name)
+        except ConfigError as exc:
+            text = str(exc)
+            raise ConfigError(text if text.startswith("line ") else f"{prefix}{text}") from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # Point at the key the message is about when it names one, else at the section.
+        text = str(exc)
+        line = getattr(data, "line", 0) if where else 0
+        for key, key_line in lines.items():
+            name = f"{where}.{key}" if where else str(key)
+            if text.startswith(f"{name} "):
+                line = key_line
+        raise ConfigError(f"line {line}: {text}" if line else text) from None
+
+
+def from_dict(data: dict[str, Any], origin: str = "") -> PipelineConfig:
+    """Validate ``data`` into a :class:`PipelineConfig`; errors are prefixed with ``origin``."""
+    try:
+        return _build(PipelineConfig, data, "")
+    except ConfigError as exc:
+        text = str(exc)
+        if origin:
+            m = re.match(r"line (\d+): (.*)", text, re.S)
+            text = f"{origin}:{m.group(1)}: {m.group(2)}" if m else f"{origin}: {text}"
+        raise ConfigError(text) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings to ``data`` (in place); values are parsed as YAML."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expecting key=value, for example --set detect.conf=0.4")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item}: invalid key '{key}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        _check_path(parts, item)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _check_path(parts: list[str], item: str) -> None:
+    cls: Any = PipelineConfig
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            where = ".".join(parts[:i]) or "the pipeline"
+            valid = sorted(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"--set {item}: unknown key '{part}' in {where!r}, expecting one of {valid}")
+        tp = hints[part]
+        origin = typing.get_origin(tp)
+        if origin is dict:
+            return
+        cls = tp
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, override and validate a pipeline file."""
+    data = read_yaml(path)
+    if overrides:
+        apply_overrides(data, overrides)
+    return from_dict(data, str(path))

@@ -1,0 +1,200 @@
+"""Jobs: a validated pipeline configuration turned into a running pipeline with progress,
+signals and a final summary. The CLI and ``streamer run`` both end up here."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from streamer.api import build_pipeline
+from streamer.config import PipelineConfig
+from streamer.errors import ConfigError
+from streamer.models import load_model
+from streamer.pipeline import Pipeline, QueueConfig
+from streamer.progress import Progress, format_duration
+from streamer.queues import Policy
+from streamer.sinks.base import Sink
+from streamer.sinks.jsonl import JsonlSink
+from streamer.sinks.video import VideoSink
+from streamer.sources import make_source, source_path
+from streamer.stages import DetectParams
+from streamer.types import Result
+
+log = logging.getLogger(__name__)
+
+
+class CountingSink(Sink):
+    """Counts frames and detections per class for the summary."""
+
+    name = "summary"
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.per_class: collections.Counter[str] = collections.Counter()
+        self.frames_with: collections.Counter[str] = collections.Counter()
+        self.top_class: collections.Counter[str] = collections.Counter()
+
+    def write(self, result: Result) -> None:
+        self.frames += 1
+        if result.detections is not None and len(result.detections):
+            labels = [result.label(int(c)) for c in result.detections.class_id]
+            self.per_class.update(labels)
+            self.frames_with.update(set(labels))
+        if result.classes is not None and len(result.classes):
+            self.top_class[result.label(int(result.classes.class_id[0]))] += 1
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    seconds: float
+    interrupted: bool
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: graceful stop (frames in flight are still written).
+    Second: exit at once. Installed only in the main thread; restored on exit."""
+
+    def __init__(self, pipeline: Pipeline, err: TextIO) -> None:
+        self.pipeline = pipeline
+        self.err = err
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            self.err.write("\nstreamer: second interrupt, exiting now\n")
+            self.err.flush()
+            os._exit(128 + signum)
+        self.signum = signum
+        name = signal.Signals(signum).name
+        self.err.write(f"\nstreamer: {name} received, finishing the frames in flight (press Ctrl+C again to quit at once)\n")
+        self.err.flush()
+        self.pipeline.stop()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_outputs(cfg: PipelineConfig) -> None:
+    src = source_path(cfg.source)
+    outputs = [p for p in (cfg.output.video, cfg.output.jsonl) if p]
+    if src is not None:
+        for out in outputs:
+            if _same_file(Path(out), src):
+                raise ConfigError(f"{out}: output path is the same as the input {cfg.source}; choose another output")
+    if cfg.output.video and cfg.output.jsonl and _same_file(Path(cfg.output.video), Path(cfg.output.jsonl)):
+        raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
+
+
+def detect_params(cfg: PipelineConfig) -> DetectParams:
+    d = cfg.detect
+    return DetectParams(
+        conf=d.conf, iou=d.iou, classes=d.classes, agnostic=d.agnostic, multi_label=d.multi_label,
+        max_det=d.max_det, top_k=d.top_k,
+    )
+
+
+def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
+    """Annotate a recorded source: every frame, in order, into the configured outputs."""
+    err = err or sys.stderr
+    _check_outputs(cfg)
+    source = make_source(cfg.source)
+    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads)
+    video = VideoSink(cfg.output.video) if cfg.output.video else None
+    sinks: list[Sink] = []
+    if video is not None:
+        sinks.append(video)
+    if cfg.output.jsonl:
+        sinks.append(JsonlSink(cfg.output.jsonl))
+    counter = CountingSink()
+    sinks.append(counter)
+    queue = None
+    if cfg.queue.size or cfg.queue.policy:
+        queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
+    pipeline = build_pipeline(
+        source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+        batch=cfg.model.batch, sinks=sinks, queue=queue,
+    )
+    pipeline.open()
+    if video is not None and source.fps:
+        video.fps = source.fps
+    info = model.info
+    total = source.total_frames
+    err.write(
+        f"annotating {source.source_id}"
+        + (f" ({total} frames" + (f", {source.fps:g} fps)" if source.fps else ")") if total else "")
+        + f" with {Path(info.path).name} [{info.backend}, {info.device}]\n"
+    )
+    progress = Progress(total, stream=err) if show_progress else None
+    started = time.monotonic()
+    with StopOnSignal(pipeline, err) as stopper:
+        pipeline.start()
+        try:
+            while not pipeline.join(timeout=0.2):
+                if progress is not None:
+                    progress.update(counter.frames)
+        finally:
+            pipeline.close()
+    elapsed = time.monotonic() - started
+    if progress is not None:
+        progress.finish(counter.frames)
+    pipeline.raise_error()
+    interrupted = stopper.signum is not None
+    summary = RunSummary(counter.frames, elapsed, interrupted)
+    summary.lines = _summary_lines(pipeline, counter, sinks, summary, total)
+    return summary
+
+
+def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink], run: RunSummary, total: int | None) -> list[str]:
+    lines = []
+    head = f"{'stopped after' if run.interrupted else 'processed'} {run.frames}"
+    head += f" of {total} frames" if total else " frames"
+    head += f" in {format_duration(run.seconds)} ({run.fps:.1f} fps)"
+    lines.append(head)
+    if counter.per_class:
+        parts = [f"{label} {n} on {counter.frames_with[label]} frames" for label, n in counter.per_class.most_common()]
+        lines.append("detections: " + ", ".join(parts))
+    elif counter.top_class:
+        parts = [f"{label} {n}" for label, n in counter.top_class.most_common()]
+        lines.append("top class: " + ", ".join(parts))
+    else:
+        lines.append("detections: none")
+    stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
+    lines.append(f"stage times (median ms per frame): {stage_times}")
+    source_note = pipeline.source.summary()
+    if source_note:
+        lines.append(source_note)
+    for sink in sinks:
+        note = sink.summary()
+        if note:
+            lines.append(f"wrote {note}")
+    return lines

@@ -1,0 +1,62 @@
+"""Model loading: a built-in name or a file path, and a backend that runs it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streamer import assets
+from streamer.errors import ConfigError, ModelError
+from streamer.models.base import Model, ModelInfo
+
+__all__ = ["BACKENDS", "Model", "ModelInfo", "load_model", "resolve_device", "resolve_model_path"]
+
+BACKENDS = ("auto", "onnxruntime")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_model_path(model: str) -> tuple[Path, str]:
+    """Return (file, licence) for a built-in model name or a path."""
+    if model in assets.MODELS:
+        return assets.model_path(model), assets.MODELS[model].licence
+    path = Path(model)
+    if path.suffix or path.exists() or "/" in model:
+        if not path.exists():
+            raise ModelError(f"{model}: no such model file")
+        if not path.is_file():
+            raise ModelError(f"{model}: not a model file (it is a directory)")
+        return path, ""
+    raise ModelError(f"unknown model '{model}', expecting one of {sorted(assets.MODELS)} or a model file path")
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into the best available device; validate the others."""
+    if not _DEVICE.match(device):
+        raise ConfigError(f"invalid device '{device}', expecting one of ['auto', 'cpu', 'cuda', 'cuda:N', 'mps']")
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda:0"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(model: str, *, backend: str = "auto", device: str = "auto", threads: int | None = None) -> Model:
+    """Build (but do not open) the model named ``model`` on ``backend``."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"invalid backend '{backend}', expecting one of {list(BACKENDS)}")
+    path, licence = resolve_model_path(model)
+    device = resolve_device(device)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from streamer.models.onnx import OnnxRuntimeModel
+
+        ort_device = device if device.startswith("cuda") else "cpu"
+        return OnnxRuntimeModel(path, device=ort_device, threads=threads, licence=licence)
+    raise ModelError(f"{path}: unsupported model file type '{suffix or path.name}', expecting one of ['.onnx']")

@@ -1,0 +1,415 @@
+"""The threaded pipeline runner.
+
+A pipeline is a source followed by a chain of stages. Each runs in its own thread, connected
+by :class:`~streamer.queues.BoundedQueue` edges::
+
+    source ─q─▶ preprocess ─q─▶ infer ─q─▶ postprocess ─q─▶ render ─q─▶ sinks ─q─▶ (caller)
+
+OpenCV, PyTorch, ONNX Runtime and the ``nogil`` Numba kernels release the GIL while they
+work, so the threads overlap decode, inference, postprocessing and encoding.
+
+Rules the runner keeps:
+
+* every ``put``/``get``/``join`` has a timeout, so stop works from any state;
+* end of stream is the in-band :data:`~streamer.queues.END` marker; each stage calls
+  ``flush()`` when it sees it and passes it on, so sinks finalize their files;
+* an exception in any stage stops the whole pipeline and is re-raised in the caller as a
+  :class:`~streamer.errors.StageError` naming the stage;
+* ``stop()`` is graceful: the source stops reading, frames already read still flow through
+  and are written; ``abort()`` discards them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from streamer.errors import StageError, StreamerError
+from streamer.queues import END, BoundedQueue, Empty, Policy
+from streamer.sources.base import TIMEOUT, Source
+from streamer.stats import StageMeter, StageStats
+from streamer.types import Result
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1  # how often blocked threads re-check the stop flags
+
+
+class Stage(ABC):
+    """One step of the pipeline, run by its own thread.
+
+    ``open()`` runs before any item (load a model, open a file); ``process()`` runs once per
+    item; ``flush()`` runs when end of stream arrives; ``close()`` runs at the end, only if
+    ``open()`` succeeded. A stage with ``batch_size > 1`` receives up to that many items at
+    once in ``process_batch``.
+    """
+
+    name: str = "stage"
+    batch_size: int = 1
+    #: How long to wait for a batch to fill once its first item arrived.
+    batch_timeout_s: float = 0.0
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    def process(self, item: Result) -> Result | None:
+        """Transform one item; return None to drop it from the stream."""
+
+    def process_batch(self, items: list[Result]) -> list[Result]:
+        out = []
+        for item in items:
+            result = self.process(item)
+            if result is not None:
+                out.append(result)
+        return out
+
+    def idle(self) -> None:  # noqa: B027 - optional hook
+        """Called about every 0.1 s while no item arrives (periodic flushes)."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """End of stream: write out anything buffered."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    size: int = 4
+    policy: Policy = Policy.BLOCK
+
+
+class Pipeline:
+    """Runs ``source`` and ``stages`` in threads.
+
+    With ``output=True`` the results of the last stage are handed to the caller through
+    iteration (``for result in pipeline``); otherwise they are discarded after the last stage
+    and ``run()`` simply waits for the end.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        stages: Sequence[Stage],
+        *,
+        queue: QueueConfig | None = None,
+        output: bool = False,
+        put_timeout_s: float = _POLL_S,
+    ) -> None:
+        self.source = source
+        self.stages = list(stages)
+        if queue is None:
+            queue = QueueConfig(size=2, policy=Policy.DROP_OLDEST) if source.live else QueueConfig()
+        self.queue_config = queue
+        self._put_timeout = put_timeout_s
+        names = [s.name for s in self.stages]
+        self.queues: list[BoundedQueue[Result]] = [
+            BoundedQueue(queue.size, queue.policy, name=f"->{n}") for n in names
+        ]
+        self.output: BoundedQueue[Result] | None = (
+            BoundedQueue(queue.size, queue.policy, name="->output") if output else None
+        )
+        self.source_meter = StageMeter("source")
+        self.meters = [StageMeter(n) for n in names]
+        self._stop = threading.Event()  # graceful: source stops, in-flight items drain
+        self._abort = threading.Event()  # immediate: every thread exits
+        self._errors: list[StageError] = []
+        self._error_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._opened: list[Stage] = []
+        self._source_open = False
+        self._started = False
+        self._finished = threading.Event()
+        self.started_at: float | None = None
+        self.frames_read = 0
+        self.source_ended = False  # True when the source reached its natural end
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Open the source and every stage, in order, in the calling thread.
+
+        Opening up front reports a bad model or an unreadable file before any thread starts.
+        On failure, what was opened is closed again and the error propagates.
+        """
+        try:
+            self.source.open()
+            self._source_open = True
+            for stage in self.stages:
+                stage.open()
+                self._opened.append(stage)
+        except BaseException:
+            self._close_all()
+            raise
+
+    def start(self) -> Pipeline:
+        if self._started:
+            raise RuntimeError("pipeline already started")
+        if not self._source_open:
+            self.open()
+        self._started = True
+        self.started_at = time.monotonic()
+        self._threads = [threading.Thread(target=self._run_source, name="streamer-source", daemon=True)]
+        for i, stage in enumerate(self.stages):
+            thread = threading.Thread(target=self._run_stage, args=(i,), name=f"streamer-{stage.name}", daemon=True)
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading; frames already read still go through every stage and sink."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Stop everything now; items in flight are discarded (sinks still close)."""
+        self._stop.set()
+        self._abort.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for all threads; return True when they all ended. Never blocks past ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            while thread.is_alive():
+                remaining = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+                thread.join(remaining)
+        return True
+
+    def run(self) -> None:
+        """Start (if needed), wait for the end, and raise the first stage error if any."""
+        if not self._started:
+            self.start()
+        try:
+            if self.output is not None:
+                for _ in self:
+                    pass
+            else:
+                self.join()
+        finally:
+            self._finish()
+        self.raise_error()
+
+    def __iter__(self) -> Iterator[Result]:
+        """Yield the last stage's results until end of stream (requires ``output=True``)."""
+        if self.output is None:
+            raise RuntimeError("pipeline was built without output=True")
+        if not self._started:
+            self.start()
+        try:
+            while True:
+                try:
+                    item = self.output.get(_POLL_S)
+                except Empty:
+                    if self._abort.is_set() or not self.alive():
+                        if len(self.output) == 0:
+                            break
+                    continue
+                if item is END:
+                    break
+                yield item
+        finally:
+            # Reached on normal end, on error and when the consumer stops iterating early.
+            if not self._finished.is_set():
+                self.abort()
+            self._finish()
+        self.raise_error()
+
+    def close(self) -> None:
+        """Abort if still running and release everything; safe to call more than once."""
+        if self._started:
+            self.abort()
+            self._finish()
+        else:
+            self._close_all()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def raise_error(self) -> None:
+        with self._error_lock:
+            if self._errors:
+                error = self._errors[0]
+                raise error from error.cause
+
+    @property
+    def error(self) -> StageError | None:
+        with self._error_lock:
+            return self._errors[0] if self._errors else None
+
+    def stats(self) -> list[StageStats]:
+        source_stats = self.source_meter.snapshot(dropped=0, queue_depth=0)
+        rows = [source_stats]
+        for meter, q in zip(self.meters, self.queues, strict=True):
+            rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q)))
+        return rows
+
+    @property
+    def dropped(self) -> int:
+        total = sum(q.dropped for q in self.queues)
+        return total + (self.output.dropped if self.output is not None else 0)
+
+    # ---------------------------------------------------------------- internals
+
+    def _finish(self) -> None:
+        if not self.join(timeout=10.0):
+            stuck = [t.name for t in self._threads if t.is_alive()]
+            log.warning("threads still running after 10 s: %s", ", ".join(stuck))
+            self.abort()
+            self.join(timeout=2.0)
+        self._finished.set()
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        error = exc if isinstance(exc, StageError) else StageError(stage, exc)
+        with self._error_lock:
+            self._errors.append(error)
+        if not isinstance(exc, StreamerError):
+            log.error("stage '%s' failed", stage, exc_info=exc)
+        self.abort()
+
+    def _put(self, q: BoundedQueue[Result] | None, item: object) -> bool:
+        """Put with periodic re-checks of the abort flag; False if aborted before it fit."""
+        if q is None:
+            return True
+        while not self._abort.is_set():
+            if q.put(item, self._put_timeout):  # type: ignore[arg-type]
+                return True
+        return False
+
+    def _run_source(self) -> None:
+        meter = self.source_meter
+        meter.state = "running"
+        out = self.queues[0] if self.queues else self.output
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = self.source.read(_POLL_S)
+                if frame is TIMEOUT:
+                    meter.touch()
+                    continue
+                if frame is None:
+                    self.source_ended = True
+                    break
+                meter.record((time.perf_counter() - t0) * 1000.0)
+                self.frames_read += 1
+                if not self._put(out, Result(frame=frame)):  # type: ignore[arg-type]
+                    break
+        except BaseException as exc:  # noqa: BLE001 - any failure stops the pipeline by design
+            meter.record_error(str(exc))
+            self._fail("source", exc)
+        finally:
+            meter.state = "ended"
+            self._put(out, END)
+            if self._source_open:
+                self._source_open = False
+                try:
+                    self.source.close()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing the source failed: %s", exc)
+
+    def _next_batch(self, q: BoundedQueue[Result], stage: Stage) -> tuple[list[Result], bool]:
+        """Collect up to ``batch_size`` items; the flag says END was reached."""
+        first = q.get(_POLL_S)
+        if first is END:
+            return [], True
+        batch = [first]
+        if stage.batch_size <= 1:
+            return batch, False
+        deadline = time.monotonic() + stage.batch_timeout_s
+        while len(batch) < stage.batch_size:
+            try:
+                remaining = deadline - time.monotonic()
+                nxt = q.get(remaining) if remaining > 0 else q.get_nowait()
+            except Empty:
+                break
+            if nxt is END:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    def _run_stage(self, index: int) -> None:
+        stage = self.stages[index]
+        meter = self.meters[index]
+        inbox = self.queues[index]
+        out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+        meter.state = "running"
+        ended = False
+        try:
+            while not self._abort.is_set():
+                try:
+                    batch, ended = self._next_batch(inbox, stage)
+                except Empty:
+                    meter.touch()
+                    stage.idle()
+                    continue
+                if batch:
+                    t0 = time.perf_counter()
+                    results = stage.process_batch(batch) if stage.batch_size > 1 else _one(stage, batch[0])
+                    elapsed = (time.perf_counter() - t0) * 1000.0
+                    meter.record(elapsed / max(len(batch), 1), items=len(batch))
+                    for result in results:
+                        result.timings_ms[stage.name] = elapsed
+                        if not self._put(out, result):
+                            break
+                if ended:
+                    stage.flush()
+                    break
+        except BaseException as exc:  # noqa: BLE001 - any failure stops the pipeline by design
+            meter.record_error(str(exc))
+            self._fail(stage.name, exc)
+        finally:
+            meter.state = "ended"
+            if ended and not self._abort.is_set():
+                self._put(out, END)
+            elif out is not None:
+                out.put(END, 0)
+            if self._take_opened(stage):
+                try:
+                    stage.close()
+                except Exception as exc:  # noqa: BLE001
+                    meter.record_error(str(exc))
+                    self._fail(stage.name, exc)
+
+    def _take_opened(self, stage: Stage) -> bool:
+        """Claim the right to close ``stage``: True exactly once per opened stage."""
+        with self._error_lock:
+            if stage in self._opened:
+                self._opened.remove(stage)
+                return True
+            return False
+
+    def _close_all(self) -> None:
+        with self._error_lock:
+            opened, self._opened = list(self._opened), []
+        for stage in reversed(opened):
+            try:
+                stage.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing stage '%s' failed: %s", stage.name, exc)
+        if self._source_open:
+            self._source_open = False
+            try:
+                self.source.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the source failed: %s", exc)
+
+
+def _one(stage: Stage, item: Result) -> list[Result]:
+    result = stage.process(item)
+    return [] if result is None else [result]

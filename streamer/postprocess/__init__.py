@@ -1,0 +1,1 @@
+"""Decoding model outputs: YOLO layouts, NMS, classification top-k (Numba kernels)."""

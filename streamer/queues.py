@@ -1,0 +1,135 @@
+"""Bounded queues between stages.
+
+Two policies:
+
+* ``BLOCK``: a full queue makes ``put`` wait (with a timeout). Nothing is ever lost; used for
+  files and image folders so that the output has every input frame, in order.
+* ``DROP_OLDEST``: a full queue evicts its oldest item to make room. The newest item always
+  gets in; every eviction is counted. Used for live sources so latency cannot build up.
+
+End of stream travels in-band as the :data:`END` marker, which is never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import threading
+import time
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Policy(enum.Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+
+    @classmethod
+    def parse(cls, text: str | Policy) -> Policy:
+        if isinstance(text, Policy):
+            return text
+        for policy in cls:
+            if policy.value == text:
+                return policy
+        raise ValueError(f"invalid queue policy {text!r}, expecting one of {[p.value for p in cls]}")
+
+
+class _EndOfStream:
+    _instance: _EndOfStream | None = None
+
+    def __new__(cls) -> _EndOfStream:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END: Any = _EndOfStream()
+"""The in-band end-of-stream marker. Every stage passes it on after flushing."""
+
+
+class Empty(Exception):
+    """``get`` timed out with nothing to return."""
+
+
+class BoundedQueue(Generic[T]):
+    """A thread-safe FIFO of at most ``maxsize`` items with a full-queue ``policy``."""
+
+    def __init__(self, maxsize: int, policy: Policy = Policy.BLOCK, name: str = "") -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue size must be >= 1, but got {maxsize}")
+        self.maxsize = maxsize
+        self.policy = policy
+        self.name = name
+        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self.put_count = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def put(self, item: T, timeout: float) -> bool:
+        """Add ``item``; return False if a ``BLOCK`` queue stayed full for ``timeout`` seconds.
+
+        The END marker is always accepted: a queue may briefly hold ``maxsize + 1`` items so
+        that end of stream can never be lost or deadlock behind a full queue.
+        """
+        with self._lock:
+            if item is not END and len(self._items) >= self.maxsize:
+                if self.policy is Policy.DROP_OLDEST:
+                    self._drop_oldest_locked()
+                else:
+                    deadline = time.monotonic() + timeout
+                    while len(self._items) >= self.maxsize:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._not_full.wait(remaining)
+            self._items.append(item)
+            self.put_count += 1
+            self._not_empty.notify()
+            return True
+
+    def _drop_oldest_locked(self) -> None:
+        for i, queued in enumerate(self._items):
+            if queued is not END:
+                del self._items[i]
+                self.dropped += 1
+                return
+
+    def get(self, timeout: float) -> T:
+        """Remove and return the oldest item; raise :class:`Empty` after ``timeout`` seconds."""
+        with self._lock:
+            if not self._items:
+                deadline = time.monotonic() + timeout
+                while not self._items:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise Empty
+                    self._not_empty.wait(remaining)
+            item = self._items.popleft()
+            self._not_full.notify()
+            return item
+
+    def get_nowait(self) -> T:
+        with self._lock:
+            if not self._items:
+                raise Empty
+            item = self._items.popleft()
+            self._not_full.notify()
+            return item
+
+    def clear(self) -> int:
+        """Drop everything queued (END markers included); return how many items were removed."""
+        with self._lock:
+            n = len(self._items)
+            self._items.clear()
+            self._not_full.notify_all()
+            return n

@@ -1,0 +1,88 @@
+"""Drawing detections and overlays onto frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from streamer.types import Classifications, Detections
+
+# A fixed palette (BGR) so each class keeps its colour across frames, runs and machines.
+_PALETTE = np.array(
+    [
+        (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
+        (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
+        (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
+        (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
+    ],
+    dtype=np.uint8,
+)
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """The BGR colour of a class: stable, and neighbouring ids get distinct hues."""
+    b, g, r = _PALETTE[int(class_id) % len(_PALETTE)]
+    return int(b), int(g), int(r)
+
+
+def _text_colour(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    b, g, r = bg
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+def _scale_for(image: np.ndarray) -> tuple[float, int]:
+    # Text and lines grow with the frame so labels stay readable at 1080p and fit at 176x144.
+    side = max(image.shape[0], image.shape[1])
+    font_scale = max(0.35, min(1.0, side / 1600))
+    thickness = max(1, int(round(side / 640)))
+    return font_scale, thickness
+
+
+def draw_label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int]) -> None:
+    """Draw ``text`` on a filled box whose bottom-left corner is near (x, y)."""
+    font_scale, thickness = _scale_for(image)
+    text_thickness = max(1, thickness - 1)
+    (tw, th), baseline = cv2.getTextSize(text, _FONT, font_scale, text_thickness)
+    h, w = image.shape[:2]
+    x = max(0, min(int(x), w - tw - 2))
+    top = int(y) - th - baseline - 2
+    if top < 0:  # no room above the box: put the label inside it
+        top = int(y)
+    cv2.rectangle(image, (x, top), (x + tw + 2, top + th + baseline + 2), colour, -1)
+    cv2.putText(image, text, (x + 1, top + th + 1), _FONT, font_scale, _text_colour(colour), text_thickness, cv2.LINE_AA)
+
+
+def draw_detections(image: np.ndarray, detections: Detections, names: tuple[str, ...]) -> np.ndarray:
+    """Draw boxes with ``label confidence`` on ``image`` in place and return it."""
+    _, thickness = _scale_for(image)
+    for (x1, y1, x2, y2), conf, cls in zip(detections.xyxy, detections.confidence, detections.class_id, strict=True):
+        colour = class_colour(int(cls))
+        p1, p2 = (int(round(float(x1))), int(round(float(y1)))), (int(round(float(x2))), int(round(float(y2))))
+        cv2.rectangle(image, p1, p2, colour, thickness, cv2.LINE_AA)
+        label = names[cls] if 0 <= cls < len(names) else str(int(cls))
+        draw_label(image, f"{label} {float(conf):.2f}", p1[0], p1[1], colour)
+    return image
+
+
+def draw_classes(image: np.ndarray, classes: Classifications, names: tuple[str, ...]) -> np.ndarray:
+    """Draw top-k ``label p%`` lines in the top-left corner, in place."""
+    font_scale, thickness = _scale_for(image)
+    line_h = int(30 * font_scale) + 6
+    for rank, (cls, p) in enumerate(zip(classes.class_id, classes.probability, strict=True)):
+        label = names[cls] if 0 <= cls < len(names) else str(int(cls))
+        draw_label(image, f"{label} {100 * float(p):.1f}%", 4, 4 + (rank + 1) * line_h, class_colour(int(cls)))
+    return image
+
+
+def draw_status(image: np.ndarray, lines: list[str]) -> np.ndarray:
+    """Draw status text (fps, latency, drops) in the top-right corner, in place."""
+    font_scale, thickness = _scale_for(image)
+    y = 4
+    for line in lines:
+        (tw, th), baseline = cv2.getTextSize(line, _FONT, font_scale, max(1, thickness - 1))
+        y += th + baseline + 4
+        x = image.shape[1] - tw - 6
+        draw_label(image, line, x, y, (32, 32, 32))
+    return image

@@ -1,0 +1,39 @@
+"""The sink interface: where results go."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from streamer.types import Result
+
+
+class Sink(ABC):
+    """Consumes results at the end of the pipeline.
+
+    ``open()`` before the first result (check paths, connect); ``write()`` per result;
+    ``flush()`` at end of stream (finalize files); ``close()`` always, after a successful
+    ``open()``. ``needs_render`` asks the pipeline to draw detections on the frame.
+    """
+
+    name: str = "sink"
+    needs_render: bool = False
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    def write(self, result: Result) -> None:
+        """Consume one result."""
+
+    def idle(self) -> None:  # noqa: B027 - optional hook
+        """Called about every 0.1 s while no result arrives."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def summary(self) -> str | None:
+        """One line for the end-of-run summary (what was written where)."""
+        return None

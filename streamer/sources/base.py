@@ -1,0 +1,52 @@
+"""The source interface: something that yields frames until it ends."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from streamer.types import Frame
+
+
+class Source(ABC):
+    """A producer of :class:`Frame` objects.
+
+    Lifecycle: ``open()`` once, ``read()`` until it returns None (end of stream), ``close()``
+    (only after a successful ``open()``). ``read`` must return within ``timeout`` seconds:
+    ``TIMEOUT`` when nothing arrived yet (a live source that is waiting or reconnecting).
+    """
+
+    #: True for cameras and streams: the pipeline drops old frames instead of queueing them.
+    live: bool = False
+    #: Stable identifier written to JSONL and shown in stats (credentials masked).
+    source_id: str = "source"
+    #: Frames per second reported by the container or device, when known.
+    fps: float | None = None
+    #: Number of frames the source expects to deliver, when known (files).
+    total_frames: int | None = None
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquire the device, file or connection. Raise ``SourceOpenError`` on failure."""
+
+    @abstractmethod
+    def read(self, timeout: float) -> Frame | None | object:
+        """Return the next frame, ``None`` at end of stream, or :data:`TIMEOUT`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``open`` acquired."""
+
+    def status(self) -> dict[str, object]:
+        """Source-specific state for stats (connection state, reconnects...)."""
+        return {}
+
+    def summary(self) -> str | None:
+        """A line for the end-of-run summary when the source has something to report."""
+        return None
+
+
+class _Timeout:
+    def __repr__(self) -> str:
+        return "TIMEOUT"
+
+
+TIMEOUT: object = _Timeout()
+"""Returned by :meth:`Source.read` when no frame arrived within the timeout."""

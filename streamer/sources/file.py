@@ -1,0 +1,153 @@
+"""Recorded sources: video files, single images and folders of images.
+
+These are lossless sources: the pipeline runs them with ``BLOCK`` queues, so every frame
+reaches every sink, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamer.errors import SourceOpenError
+from streamer.sources.base import Source
+from streamer.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SourceOpenError(f"{path}: no such file or directory")
+    if not path.is_file():
+        raise SourceOpenError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise SourceOpenError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise SourceOpenError(f"{path}: file is empty (0 bytes)")
+
+
+class VideoFileSource(Source):
+    """Frames of a video file decoded by OpenCV's FFmpeg backend.
+
+    ``pts_s`` is the container timestamp of each frame. A file that ends before the frame
+    count its header announced (a truncated download, say) yields what it can and reports
+    the shortfall in :meth:`summary`.
+    """
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike[str], source_id: str | None = None, decode_threads: int = 0) -> None:
+        self.path = Path(path)
+        self.source_id = source_id or self.path.name
+        self.decode_threads = decode_threads
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+        self._pending: np.ndarray | None = None
+        self.width = 0
+        self.height = 0
+
+    def open(self) -> None:
+        _check_file(self.path)
+        params = [cv2.CAP_PROP_N_THREADS, self.decode_threads] if self.decode_threads > 0 else []
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceOpenError(f"{self.path}: cannot open as a video (not a video file, or damaged)")
+        ok, image = cap.read()
+        if not ok or image is None:
+            cap.release()
+            raise SourceOpenError(f"{self.path}: no decodable video frames")
+        self._cap = cap
+        self._pending = image
+        self.height, self.width = image.shape[:2]
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.total_frames = count if count > 0 else None
+
+    def read(self, timeout: float) -> Frame | None:
+        assert self._cap is not None, "read() before open()"
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                return None
+        pts_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        pts = float(pts_ms) / 1000.0 if np.isfinite(pts_ms) and pts_ms >= 0 else None
+        frame = Frame(self.source_id, self._index, image, pts, time.monotonic())
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    @property
+    def frames_read(self) -> int:
+        return self._index
+
+    def summary(self) -> str | None:
+        if self.total_frames and self._index < self.total_frames:
+            return (
+                f"{self.path}: read {self._index} of {self.total_frames} frames announced by the file "
+                "(the file ends early: truncated or damaged)"
+            )
+        return None
+
+
+class ImageSource(Source):
+    """One image file, or every image in a folder (sorted by name), as a sequence of frames."""
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike[str], source_id: str | None = None) -> None:
+        self.path = Path(path)
+        self.source_id = source_id or self.path.name
+        self.files: list[Path] = []
+        self._index = 0
+        self.skipped: list[str] = []
+
+    def open(self) -> None:
+        if not self.path.exists():
+            raise SourceOpenError(f"{self.path}: no such file or directory")
+        if self.path.is_dir():
+            self.files = sorted(
+                p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not self.files:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise SourceOpenError(f"{self.path}: folder has no images ({suffixes})")
+        else:
+            _check_file(self.path)
+            if cv2.imread(str(self.path), cv2.IMREAD_COLOR) is None:
+                raise SourceOpenError(f"{self.path}: cannot decode as an image")
+            self.files = [self.path]
+        self.total_frames = len(self.files)
+
+    def read(self, timeout: float) -> Frame | None:
+        while self._index < len(self.files):
+            path = self.files[self._index]
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            index = self._index
+            self._index += 1
+            if image is None:
+                log.warning("%s: cannot decode as an image, skipped", path)
+                self.skipped.append(path.name)
+                continue
+            return Frame(path.name, index, image, None, time.monotonic())
+        return None
+
+    def summary(self) -> str | None:
+        if self.skipped:
+            return f"{self.path}: skipped {len(self.skipped)} undecodable image(s): {', '.join(self.skipped[:5])}"
+        return None

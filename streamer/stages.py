@@ -1,0 +1,242 @@
+"""The standard stages: preprocess, infer, postprocess, render, sinks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.models.base import Model
+from streamer.pipeline import Stage
+from streamer.postprocess import yolo
+from streamer.postprocess.classify import top_k
+from streamer.preprocess import letterbox_into, letterbox_params
+from streamer.render import draw_classes, draw_detections, draw_status
+from streamer.sinks.base import Sink
+from streamer.types import Classifications, Detections, Letterbox, Result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectParams:
+    """Thresholds and filters of decoding and NMS (see :mod:`streamer.postprocess.yolo`)."""
+
+    conf: float = 0.25
+    iou: float = 0.7
+    classes: tuple[int, ...] | None = None
+    agnostic: bool = False
+    multi_label: bool = False
+    max_det: int = 300
+    max_nms: int = yolo.MAX_NMS
+    top_k: int = 5
+
+
+class PreprocessStage(Stage):
+    """Letterboxes each frame into the model's float32 CHW input."""
+
+    name = "preprocess"
+
+    def __init__(self, model: Model, imgsz: int | tuple[int, int] | None = None, rect: bool = True) -> None:
+        self.model = model
+        self.imgsz = imgsz
+        self.rect = rect
+        self._cache: dict[tuple[int, int], Letterbox] = {}
+
+    def open(self) -> None:
+        self.model.ensure_open()
+        info = self.model.info
+        if self.imgsz is None:
+            self.imgsz = info.imgsz
+        if not info.dynamic:
+            # A fixed-size model takes exactly its own size: square letterbox to it.
+            self.imgsz, self.rect = info.imgsz, False
+
+    def letterbox_for(self, source_hw: tuple[int, int]) -> Letterbox:
+        lb = self._cache.get(source_hw)
+        if lb is None:
+            assert self.imgsz is not None
+            lb = letterbox_params(source_hw, self.imgsz, rect=self.rect, stride=self.model.info.stride)
+            self._cache[source_hw] = lb
+        return lb
+
+    def process(self, item: Result) -> Result:
+        image = item.frame.image
+        lb = self.letterbox_for((image.shape[0], image.shape[1]))
+        item.letterbox = lb
+        item.input = letterbox_into(image, lb, np.empty((3, *lb.input_hw), np.float32))
+        return item
+
+
+class InferStage(Stage):
+    """Runs the model; with ``batch_size > 1`` frames of the same input size share one call."""
+
+    name = "infer"
+
+    def __init__(self, model: Model, batch_size: int = 1, batch_timeout_s: float = 0.0) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.batches = 0
+        self.batched_items = 0
+
+    def open(self) -> None:
+        self.model.ensure_open()
+        max_batch = self.model.info.max_batch
+        if max_batch is not None and self.batch_size > max_batch:
+            log.info("model takes batches of %d at most; using %d", max_batch, max_batch)
+            self.batch_size = max_batch
+
+    def process(self, item: Result) -> Result:
+        return self.process_batch([item])[0]
+
+    def process_batch(self, items: list[Result]) -> list[Result]:
+        # Group by input size: frames from different sources may letterbox differently.
+        groups: dict[tuple[int, ...], list[Result]] = {}
+        for item in items:
+            assert item.input is not None, "infer before preprocess"
+            groups.setdefault(item.input.shape, []).append(item)
+        for group in groups.values():
+            batch = group[0].input[None] if len(group) == 1 else np.stack([g.input for g in group])  # type: ignore[index]
+            raw = self.model(batch)
+            for i, item in enumerate(group):
+                item.raw = raw[i]
+                item.input = None  # free the input tensor as soon as it is used
+            self.batches += 1
+            self.batched_items += len(group)
+        return items
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_items / self.batches if self.batches else 0.0
+
+    def close(self) -> None:
+        self.model.ensure_closed()
+
+
+class PostprocessStage(Stage):
+    """Decodes raw outputs (Numba) into detections or top-k classes in source pixels."""
+
+    name = "postprocess"
+
+    def __init__(self, model: Model, params: DetectParams) -> None:
+        self.model = model
+        self.params = params
+        self._class_mask = np.ones(0, np.bool_)
+        self._names: tuple[str, ...] = ()
+
+    def open(self) -> None:
+        self.model.ensure_open()
+        info = self.model.info
+        self._names = info.names
+        nc = max(len(info.names), 1)
+        mask = np.ones(nc, np.bool_)
+        if self.params.classes is not None:
+            mask[:] = False
+            for c in self.params.classes:
+                if 0 <= c < nc:
+                    mask[c] = True
+        self._class_mask = mask
+        self._layout = info.layout
+
+    def process(self, item: Result) -> Result:
+        raw, lb = item.raw, item.letterbox
+        assert raw is not None and lb is not None, "postprocess before inference"
+        p = self.params
+        h, w = lb.source_hw
+        if self._layout == "classify":
+            ids, probs = top_k(raw, p.top_k)
+            item.classes = Classifications(ids, probs)
+        else:
+            if self._layout == "v8":
+                boxes, scores, cls = yolo.postprocess_v8(
+                    raw, p.conf, p.iou, self._class_mask, p.agnostic, p.multi_label, p.max_det, p.max_nms,
+                    lb.scale, lb.pad_x, lb.pad_y, w, h,
+                )
+            elif self._layout == "v5":
+                boxes, scores, cls = yolo.postprocess_v5(
+                    raw, p.conf, p.iou, self._class_mask, p.agnostic, p.multi_label, p.max_det, p.max_nms,
+                    lb.scale, lb.pad_x, lb.pad_y, w, h,
+                )
+            elif self._layout == "end2end":
+                boxes, scores, cls = yolo.postprocess_end2end(
+                    raw, p.conf, self._class_mask, p.max_det, lb.scale, lb.pad_x, lb.pad_y, w, h
+                )
+            else:
+                raise ValueError(f"no decoder for output layout '{self._layout}'")
+            item.detections = Detections(boxes, scores, cls)
+        item.raw = None
+        item.names = self._names
+        return item
+
+
+class RenderStage(Stage):
+    """Draws detections (and optionally fps/latency) onto the frame.
+
+    With ``copy=False`` it draws on the decoded frame itself, which saves a full-frame copy
+    when nothing downstream needs the clean picture.
+    """
+
+    name = "render"
+
+    def __init__(self, copy: bool = False, status: bool = False) -> None:
+        self.copy = copy
+        self.status = status
+        self._times: list[float] = []
+
+    def process(self, item: Result) -> Result:
+        image = item.frame.image.copy() if self.copy else item.frame.image
+        if item.detections is not None:
+            draw_detections(image, item.detections, item.names)
+        if item.classes is not None:
+            draw_classes(image, item.classes, item.names)
+        if self.status:
+            now = time.monotonic()
+            self._times = [t for t in self._times if now - t < 2.0] + [now]
+            fps = (len(self._times) - 1) / (now - self._times[0]) if len(self._times) > 1 else 0.0
+            latency = (now - item.frame.captured_at) * 1000.0
+            draw_status(image, [f"{fps:.1f} fps", f"{latency:.0f} ms"])
+        item.annotated = image
+        return item
+
+
+class SinkStage(Stage):
+    """Hands every result to each sink, in order; flushes them at end of stream."""
+
+    name = "sinks"
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self._opened: list[Sink] = []
+
+    def open(self) -> None:
+        for sink in self.sinks:
+            sink.open()
+            self._opened.append(sink)
+
+    def process(self, item: Result) -> Result:
+        for sink in self.sinks:
+            sink.write(item)
+        return item
+
+    def idle(self) -> None:
+        for sink in self.sinks:
+            sink.idle()
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+    def close(self) -> None:
+        errors = []
+        for sink in reversed(self._opened):
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - close every sink, then report
+                errors.append(exc)
+        self._opened.clear()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,52 @@
+"""The embedding API: `streamer.stream()` on the real model and a real clip."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import streamer
+from streamer.errors import ConfigError, SourceOpenError
+
+
+def test_stream_yields_results_in_order_and_stops_early() -> None:
+    threads_before = threading.active_count()
+    seen = []
+    gen = streamer.stream("sample:carphone", model="yolo11n", render=True)
+    for result in gen:
+        seen.append(result.frame.index)
+        assert result.detections is not None and result.annotated is not None
+        assert result.annotated is not result.frame.image  # render=True draws on a copy
+        assert set(result.timings_ms) >= {"preprocess", "infer", "postprocess"}
+        if len(seen) == 10:
+            break
+    gen.close()
+    assert seen == list(range(10))
+    assert threading.active_count() <= threads_before
+
+
+def test_stream_whole_clip_detects_the_face_as_person() -> None:
+    persons = 0
+    frames = 0
+    for result in streamer.stream("sample:carphone", classes=[0]):
+        frames += 1
+        assert result.detections is not None
+        assert np.all(result.detections.class_id == 0)
+        persons += len(result.detections) > 0
+    assert frames == 120 and persons > 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"conf": 2.0}, ConfigError, "detect.conf must be between 0 and 1"),
+        ({"source": "missing.mp4"}, SourceOpenError, "missing.mp4: no such file"),
+    ],
+)
+def test_bad_arguments_raise_streamer_errors(kwargs, error, message) -> None:  # type: ignore[no-untyped-def]
+    source = kwargs.pop("source", "sample:carphone")
+    with pytest.raises(error, match=message):
+        for _ in streamer.stream(source, **kwargs):
+            pass
