@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from streamer.models import Model, load_model
@@ -37,7 +37,7 @@ def build_pipeline(
     sinks: Sequence[Sink] = (),
     render: bool | None = None,
     render_copy: bool = False,
-    render_status: bool = False,
+    render_status: bool | Callable[[Result], list[str]] = False,
     output: bool = False,
     queue: QueueConfig | None = None,
 ) -> Pipeline:
@@ -67,8 +67,10 @@ def build_pipeline(
         stages.append(RenderStage(copy=render_copy, status=render_status))
     if sinks:
         stages.append(SinkStage(sinks))
-    if queue is None and not src.live:
-        queue = QueueConfig(size=max(4, 2 * batch), policy=Policy.BLOCK)
+    if queue is None:
+        # Files: nothing may be lost, and a few frames of slack keep every stage busy.
+        # Live: one slot per edge, newest wins, so latency cannot build up anywhere.
+        queue = QueueConfig(size=max(4, 2 * batch), policy=Policy.BLOCK) if not src.live else QueueConfig(1, Policy.DROP_OLDEST)
     return Pipeline(src, stages, queue=queue, output=output)
 
 

@@ -54,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--no-progress", action="store_true", help="print no progress line")
     _add_model_args(ann)
 
+    watch = sub.add_parser("watch", help="live view of a webcam, a stream URL, a video file or a test pattern")
+    watch.add_argument("source", help="webcam index (0), rtsp:// or http(s):// URL, video file (played in real time), "
+                                      "or synthetic[:WxH][@FPS]")
+    watch.add_argument("--no-window", action="store_true", help="show no window (status lines only)")
+    watch.add_argument("--record", default=None, metavar="OUT.mp4", help="record the annotated stream as shown")
+    watch.add_argument("--jsonl", default=None, help="JSONL detections file")
+    watch.add_argument("--transport", default="tcp", choices=["tcp", "udp"], help="RTSP transport (default: tcp)")
+    watch.add_argument("--stall-timeout", type=float, default=5.0, help="reconnect after this many seconds without a frame")
+    watch.add_argument("--max-reconnects", type=int, default=None, help="give up after this many reconnects (default: never)")
+    watch.add_argument("--loop", action="store_true", help="replay a video file forever")
+    watch.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default: 5)")
+    _add_model_args(watch)
+
     run = sub.add_parser("run", help="run a pipeline file")
     run.add_argument("pipeline", help="pipeline YAML file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -84,10 +97,35 @@ def _annotate_config(args: argparse.Namespace) -> Any:
     return from_dict(data)
 
 
-def _run_job(cfg: Any, show_progress: bool) -> int:
-    from streamer.jobs import run_annotate
+def _watch_config(args: argparse.Namespace) -> Any:
+    from streamer.config import from_dict
 
-    summary = run_annotate(cfg, show_progress=show_progress)
+    data = {
+        "job": "watch",
+        "source": args.source,
+        "model": {
+            "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads,
+        },
+        "detect": {
+            "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
+            "max_det": args.max_det,
+        },
+        "output": {"video": args.record, "jsonl": args.jsonl, "window": not args.no_window,
+                   "status_interval_s": args.status_interval},
+        "capture": {"transport": args.transport, "stall_timeout_s": args.stall_timeout,
+                    "max_reconnects": args.max_reconnects, "loop": args.loop},
+    }
+    return from_dict(data)
+
+
+def _run_job(cfg: Any, show_progress: bool = True) -> int:
+    from streamer.jobs import run_annotate, run_watch
+
+    if cfg.job == "watch":
+        summary = run_watch(cfg)
+    else:
+        summary = run_annotate(cfg, show_progress=show_progress)
     for line in summary.lines:
         print(line)
     return 130 if summary.interrupted else 0
@@ -106,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "annotate":
             return _run_job(_annotate_config(args), not args.no_progress)
+        if args.command == "watch":
+            return _run_job(_watch_config(args))
         if args.command == "run":
             from streamer.config import load
 

@@ -137,7 +137,52 @@ class OutputConfig:
     jsonl: str | None = None
     images: str | None = None
     window: bool = False
-    print_results: bool = False
+    snapshots: str = "snapshots"
+    status_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(self.status_interval_s > 0, f"output.status_interval_s must be > 0, but got {self.status_interval_s}")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """How live sources connect and reconnect, and webcam settings."""
+
+    transport: str = "tcp"
+    stall_timeout_s: float = 5.0
+    open_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    max_reconnects: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    fourcc: str | None = None
+    loop: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.transport in ("tcp", "udp"), f"capture.transport must be one of ['tcp', 'udp'], but got {self.transport!r}")
+        for name in ("stall_timeout_s", "open_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            value = getattr(self, name)
+            _check(value > 0, f"capture.{name} must be > 0, but got {value}")
+        _check(self.backoff_max_s >= self.backoff_initial_s,
+               f"capture.backoff_max_s must be >= backoff_initial_s, but got {self.backoff_max_s}")
+        _check(self.max_reconnects is None or self.max_reconnects >= 0,
+               f"capture.max_reconnects must be >= 0, but got {self.max_reconnects}")
+        _check(self.fourcc is None or len(self.fourcc) == 4, f"capture.fourcc must be 4 characters, but got {self.fourcc!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"capture.{name} must be > 0, but got {value}")
+        _check(self.fps is None or self.fps > 0, f"capture.fps must be > 0, but got {self.fps}")
+
+    def policy(self):  # type: ignore[no-untyped-def]
+        from streamer.sources.live import ReconnectPolicy
+
+        return ReconnectPolicy(
+            stall_timeout_s=self.stall_timeout_s, open_timeout_s=self.open_timeout_s,
+            backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s,
+            max_reconnects=self.max_reconnects,
+        )
 
 
 @dataclass(frozen=True)
@@ -161,13 +206,14 @@ class PipelineConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
 
     def __post_init__(self) -> None:
         _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
         _check(bool(self.source), "source is required (a file, a folder, a URL, a webcam index or sample:NAME)")
 
 
-JOBS = ("annotate",)
+JOBS = ("annotate", "watch")
 
 
 # --------------------------------------------------------------------------- validation

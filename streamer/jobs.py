@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
+from collections.abc import Callable
 
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
@@ -25,7 +26,9 @@ from streamer.queues import Policy
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
+from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
+from streamer.sources.live import CameraSource, LiveSource
 from streamer.stages import DetectParams
 from streamer.types import Result
 
@@ -198,3 +201,113 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
         if note:
             lines.append(f"wrote {note}")
     return lines
+
+
+def status_line(pipeline: Pipeline) -> str:
+    """One console line for a live pipeline: state, fps, latency, drops per stage, reconnects."""
+    stats = pipeline.stats()
+    last = stats[-1]
+    lat50, lat95 = pipeline.latency.percentiles()
+    source = pipeline.source
+    status = source.status()
+    drops = [(s.name, s.dropped) for s in stats if s.dropped]
+    total_drops = sum(n for _, n in drops)
+    parts = [
+        f"{source.source_id}: {status.get('state', 'running')}",
+        f"{last.fps:.1f} fps",
+        f"latency p50 {lat50:.0f} ms p95 {lat95:.0f} ms",
+        f"dropped {total_drops}" + (" (" + ", ".join(f"{n} {c}" for n, c in drops) + ")" if drops else ""),
+    ]
+    if status.get("reconnects"):
+        parts.append(f"reconnects {status['reconnects']}")
+    return " | ".join(parts)
+
+
+def _overlay_lines(pipeline_ref: list[Pipeline]) -> Callable[[Result], list[str]]:
+    fps_times: collections.deque[float] = collections.deque(maxlen=256)
+
+    def lines(item: Result) -> list[str]:
+        now = time.monotonic()
+        fps_times.append(now)
+        while len(fps_times) > 1 and now - fps_times[0] > 2.0:
+            fps_times.popleft()
+        fps = (len(fps_times) - 1) / (now - fps_times[0]) if len(fps_times) > 1 else 0.0
+        latency = (now - item.frame.captured_at) * 1000.0
+        dropped = pipeline_ref[0].dropped + int(getattr(pipeline_ref[0].source, "dropped", 0)) if pipeline_ref else 0
+        return [f"{fps:.1f} fps", f"latency {latency:.0f} ms", f"dropped {dropped}"]
+
+    return lines
+
+
+def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
+    """Live view: newest frames only, overlay window and/or recording, status every few seconds."""
+    err = err or sys.stderr
+    _check_outputs(cfg)
+    cap = cfg.capture
+    window = OverlayWindow(title=f"streamer - {cfg.source}", snapshot_dir=cfg.output.snapshots) if cfg.output.window else None
+    if window is not None:
+        check_display()  # before loading anything: say it at once
+    source = make_source(cfg.source, policy=cap.policy(), transport=cap.transport, realtime=True, loop=cap.loop)
+    if isinstance(source, CameraSource):
+        source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
+    if not isinstance(source, LiveSource):
+        raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
+    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads)
+    sinks: list[Sink] = []
+    video = VideoSink(cfg.output.video, fps=None, measure_fps=True) if cfg.output.video else None
+    if video is not None:
+        sinks.append(video)
+    if cfg.output.jsonl:
+        sinks.append(JsonlSink(cfg.output.jsonl))
+    counter = CountingSink()
+    sinks.append(counter)
+    queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
+    ref: list[Pipeline] = []
+    pipeline = build_pipeline(
+        source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+        batch=cfg.model.batch, sinks=sinks, render=window is not None or video is not None,
+        render_status=_overlay_lines(ref), output=window is not None, queue=queue,
+    )
+    ref.append(pipeline)
+    pipeline.open()
+    info = model.info
+    err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"
+              + (" - keys: q quit, space pause, s snapshot" if window else " - Ctrl+C stops") + "\n")
+    err.flush()
+    started = time.monotonic()
+    next_status = started + cfg.output.status_interval_s
+    try:
+        if window is not None:
+            window.open()
+        with StopOnSignal(pipeline, err) as stopper:
+            pipeline.start()
+            while True:
+                if window is not None:
+                    try:
+                        result = pipeline.next_result(0.005)
+                    except StopIteration:
+                        break
+                    if result is not None:
+                        window.show(result.image)
+                    if window.poll(1) == QUIT:
+                        break
+                elif pipeline.join(timeout=0.2):
+                    break
+                now = time.monotonic()
+                if now >= next_status:
+                    next_status = now + cfg.output.status_interval_s
+                    err.write(status_line(pipeline) + "\n")
+                    err.flush()
+    finally:
+        if window is not None:
+            window.close()
+        # Graceful: what was captured and is in flight still reaches the recording and JSONL.
+        pipeline.stop()
+        pipeline.join(timeout=10.0)
+        pipeline.close()
+    pipeline.raise_error()
+    elapsed = time.monotonic() - started
+    summary = RunSummary(counter.frames, elapsed, stopper.signum is not None)
+    summary.lines = _summary_lines(pipeline, counter, sinks, summary, None)
+    summary.lines.insert(1, status_line(pipeline))
+    return summary

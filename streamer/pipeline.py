@@ -116,6 +116,8 @@ class Pipeline:
         )
         self.source_meter = StageMeter("source")
         self.meters = [StageMeter(n) for n in names]
+        # Capture-to-end time of each frame that made it through the last stage.
+        self.latency = StageMeter("latency")
         self._stop = threading.Event()  # graceful: source stops, in-flight items drain
         self._abort = threading.Event()  # immediate: every thread exits
         self._errors: list[StageError] = []
@@ -228,6 +230,25 @@ class Pipeline:
             self._finish()
         self.raise_error()
 
+    def next_result(self, timeout: float) -> Result | None:
+        """The next output result, or None after ``timeout`` s; ``StopIteration`` at the end.
+
+        For callers that must keep doing something while waiting (a window's event loop).
+        """
+        if self.output is None:
+            raise RuntimeError("pipeline was built without output=True")
+        if not self._started:
+            self.start()
+        try:
+            item = self.output.get(timeout)
+        except Empty:
+            if (self._abort.is_set() or not self.alive()) and len(self.output) == 0:
+                raise StopIteration from None
+            return None
+        if item is END:
+            raise StopIteration
+        return item
+
     def close(self) -> None:
         """Abort if still running and release everything; safe to call more than once."""
         if self._started:
@@ -254,7 +275,8 @@ class Pipeline:
             return self._errors[0] if self._errors else None
 
     def stats(self) -> list[StageStats]:
-        source_stats = self.source_meter.snapshot(dropped=0, queue_depth=0)
+        source_dropped = getattr(self.source, "dropped", 0)
+        source_stats = self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)
         rows = [source_stats]
         for meter, q in zip(self.meters, self.queues, strict=True):
             rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q)))
@@ -363,8 +385,12 @@ class Pipeline:
                     results = stage.process_batch(batch) if stage.batch_size > 1 else _one(stage, batch[0])
                     elapsed = (time.perf_counter() - t0) * 1000.0
                     meter.record(elapsed / max(len(batch), 1), items=len(batch))
+                    last = index == len(self.stages) - 1
+                    done_at = time.monotonic()
                     for result in results:
                         result.timings_ms[stage.name] = elapsed
+                        if last:
+                            self.latency.record((done_at - result.frame.captured_at) * 1000.0)
                         if not self._put(out, result):
                             break
                 if ended:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +17,11 @@ from streamer.postprocess.classify import top_k
 from streamer.preprocess import letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status
 from streamer.sinks.base import Sink
-from streamer.types import Classifications, Detections, Letterbox, Result
+from streamer.types import Classifications, Detections, Frame, Letterbox, Result
 
 log = logging.getLogger(__name__)
+
+_DUMMY_FRAME = Frame("warm-up", -1, np.zeros((32, 32, 3), np.uint8), None, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class PreprocessStage(Stage):
         if not info.dynamic:
             # A fixed-size model takes exactly its own size: square letterbox to it.
             self.imgsz, self.rect = info.imgsz, False
+        self.process(Result(frame=_DUMMY_FRAME))  # load the Numba kernel before the first frame
+        self._cache.clear()
 
     def letterbox_for(self, source_hw: tuple[int, int]) -> Letterbox:
         lb = self._cache.get(source_hw)
@@ -141,6 +146,15 @@ class PostprocessStage(Stage):
                     mask[c] = True
         self._class_mask = mask
         self._layout = info.layout
+        self._warm_up(nc)
+
+    def _warm_up(self, nc: int) -> None:
+        # The first call of a Numba kernel loads it from the cache (or compiles it): pay that
+        # here, before the first frame, instead of as a stall in the stream.
+        if self._layout in ("v8", "v5", "end2end", "classify"):
+            lb = Letterbox(1.0, 0, 0, (32, 32), (32, 32))
+            shape = {"v8": (4 + nc, 1), "v5": (1, 5 + nc), "end2end": (1, 6), "classify": (nc,)}[self._layout]
+            self.process(Result(frame=_DUMMY_FRAME, letterbox=lb, raw=np.zeros(shape, np.float32)))
 
     def process(self, item: Result) -> Result:
         raw, lb = item.raw, item.letterbox
@@ -174,18 +188,28 @@ class PostprocessStage(Stage):
 
 
 class RenderStage(Stage):
-    """Draws detections (and optionally fps/latency) onto the frame.
+    """Draws detections (and optionally a status overlay) onto the frame.
 
     With ``copy=False`` it draws on the decoded frame itself, which saves a full-frame copy
-    when nothing downstream needs the clean picture.
+    when nothing downstream needs the clean picture. ``status`` returns the overlay lines for
+    a result (fps, latency, drops); ``True`` gives fps and latency measured here.
     """
 
     name = "render"
 
-    def __init__(self, copy: bool = False, status: bool = False) -> None:
+    def __init__(self, copy: bool = False, status: bool | Callable[[Result], list[str]] = False) -> None:
         self.copy = copy
         self.status = status
-        self._times: list[float] = []
+        self._times: collections.deque[float] = collections.deque(maxlen=256)
+
+    def default_status(self, item: Result) -> list[str]:
+        now = time.monotonic()
+        self._times.append(now)
+        while len(self._times) > 1 and now - self._times[0] > 2.0:
+            self._times.popleft()
+        fps = (len(self._times) - 1) / (now - self._times[0]) if len(self._times) > 1 else 0.0
+        latency = (now - item.frame.captured_at) * 1000.0
+        return [f"{fps:.1f} fps", f"latency {latency:.0f} ms"]
 
     def process(self, item: Result) -> Result:
         image = item.frame.image.copy() if self.copy else item.frame.image
@@ -194,11 +218,8 @@ class RenderStage(Stage):
         if item.classes is not None:
             draw_classes(image, item.classes, item.names)
         if self.status:
-            now = time.monotonic()
-            self._times = [t for t in self._times if now - t < 2.0] + [now]
-            fps = (len(self._times) - 1) / (now - self._times[0]) if len(self._times) > 1 else 0.0
-            latency = (now - item.frame.captured_at) * 1000.0
-            draw_status(image, [f"{fps:.1f} fps", f"{latency:.0f} ms"])
+            lines = self.status(item) if callable(self.status) else self.default_status(item)
+            draw_status(image, lines)
         item.annotated = image
         return item
 

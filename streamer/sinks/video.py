@@ -31,9 +31,16 @@ class VideoSink(Sink):
     name = "video"
     needs_render = True
 
-    def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
+    #: Live recordings hold this many seconds of frames to measure the rate they arrive at.
+    MEASURE_S = 2.0
+
+    def __init__(self, path: str | os.PathLike[str], fps: float | None = 25.0, measure_fps: bool = False) -> None:
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 25.0
+        # A live pipeline writes only the frames it processed (it drops the rest): written at
+        # the camera's rate the recording would play too fast, so the rate is measured first.
+        self.measure_fps = measure_fps
+        self._held: list[tuple[float, np.ndarray]] = []
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
@@ -53,7 +60,24 @@ class VideoSink(Sink):
         return writer
 
     def write(self, result: Result) -> None:
-        image = result.image
+        if self.measure_fps:
+            self._held.append((result.frame.captured_at, result.image))
+            span = self._held[-1][0] - self._held[0][0]
+            if span >= self.MEASURE_S or len(self._held) >= 120:
+                self._release_held()
+            return
+        self._write_image(result.image)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        self.measure_fps = False
+        if len(held) >= 2 and held[-1][0] > held[0][0]:
+            rate = (len(held) - 1) / (held[-1][0] - held[0][0])
+            self.fps = float(min(120.0, max(1.0, round(rate, 1))))
+        for _, image in held:
+            self._write_image(image)
+
+    def _write_image(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         if self._writer is None:
             self._writer = self._open_writer(w, h)
@@ -64,9 +88,13 @@ class VideoSink(Sink):
         self.frames += 1
 
     def flush(self) -> None:
+        if self._held:
+            self._release_held()
         self._release()
 
     def close(self) -> None:
+        if self._held:
+            self._release_held()
         self._release()
 
     def _release(self) -> None:

@@ -9,8 +9,9 @@ from streamer import assets
 from streamer.errors import SourceOpenError
 from streamer.sources.base import TIMEOUT, Source
 from streamer.sources.file import IMAGE_SUFFIXES, ImageSource, VideoFileSource
+from streamer.sources.live import CameraSource, ReconnectPolicy, ReplaySource, StreamSource, SyntheticSource, mask_url
 
-__all__ = ["TIMEOUT", "Source", "make_source", "source_path"]
+__all__ = ["TIMEOUT", "ReconnectPolicy", "Source", "make_source", "mask_url", "source_path"]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -20,15 +21,29 @@ def source_path(spec: str) -> Path | None:
     """The local file or folder a source spec refers to, if any."""
     if spec.startswith("sample:"):
         return assets.sample_path(spec)
-    if _SCHEME.match(spec) or spec.isdigit() or spec == "synthetic":
+    if _SCHEME.match(spec) or spec.isdigit() or spec.startswith("synthetic"):
         return None
     return Path(spec)
 
 
-def make_source(spec: str) -> Source:
+_SYNTHETIC = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
+
+
+def make_source(
+    spec: str,
+    *,
+    policy: ReconnectPolicy | None = None,
+    transport: str = "tcp",
+    source_id: str | None = None,
+    realtime: bool = False,
+    loop: bool = False,
+) -> Source:
     """Build (but do not open) the source named by ``spec``.
 
-    ``spec``: ``sample:NAME``, a video file, an image file, or a folder of images.
+    ``spec``: ``sample:NAME``, a video file, an image file, a folder of images, a webcam
+    index (``0``), an ``rtsp://``, ``rtsps://``, ``http://`` or ``https://`` URL, or
+    ``synthetic[:WxH][@FPS]`` (a paced test pattern, default 640x480@30). With ``realtime``
+    a video file plays at its own frame rate like a camera (``loop`` replays it forever).
     """
     spec = str(spec).strip()
     if not spec:
@@ -36,12 +51,27 @@ def make_source(spec: str) -> Source:
     scheme = _SCHEME.match(spec)
     if scheme:
         name = scheme.group(1).lower()
-        raise SourceOpenError(
-            f"{spec}: unsupported URL scheme '{name}://' (live streams are not supported yet)"
+        if name not in LIVE_SCHEMES:
+            raise SourceOpenError(
+                f"{mask_url(spec)}: unsupported URL scheme '{name}://', expecting one of "
+                f"{[s + '://' for s in LIVE_SCHEMES]}"
+            )
+        return StreamSource(spec, source_id=source_id, policy=policy, transport=transport)
+    if spec.isdigit():
+        return CameraSource(int(spec), source_id=source_id, policy=policy)
+    synthetic = _SYNTHETIC.match(spec)
+    if synthetic:
+        w, h, fps = synthetic.groups()
+        return SyntheticSource(
+            width=int(w or 640), height=int(h or 480), fps=float(fps or 30), source_id=source_id or "synthetic"
         )
+    if spec.startswith("synthetic"):
+        raise SourceOpenError(f"{spec}: invalid synthetic source, expecting synthetic[:WIDTHxHEIGHT][@FPS]")
     path = source_path(spec)
     assert path is not None
-    source_id = spec.removeprefix("sample:") if spec.startswith("sample:") else path.name
+    sid = source_id or (spec.removeprefix("sample:") if spec.startswith("sample:") else path.name)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageSource(path, source_id=source_id)
-    return VideoFileSource(path, source_id=source_id)
+        return ImageSource(path, source_id=sid)
+    if realtime:
+        return ReplaySource(str(path), loop=loop, source_id=sid, policy=policy)
+    return VideoFileSource(path, source_id=sid)

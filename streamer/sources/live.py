@@ -1,0 +1,547 @@
+"""Live sources: webcams, RTSP/HTTP streams and a synthetic camera, all with reconnect.
+
+A live source reads in its own thread as fast as the stream delivers and keeps only the
+newest frame in a one-frame slot, so nothing buffers up behind the decoder (the usual cause
+of growing RTSP delay when a slow loop reads ``cv2.VideoCapture`` directly). ``read()``
+hands out the newest frame not yet taken; frames overwritten before being taken are counted
+as ``dropped``.
+
+On a failed read, an end of stream, or no frame for ``stall_timeout_s``, the reader closes
+the capture and reopens it with exponential backoff (``backoff_initial_s`` doubling up to
+``backoff_max_s``), forever unless ``max_reconnects`` is set. Each state change is logged
+once. URLs are always shown with the password masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from streamer.errors import ConfigError, SourceOpenError, SourceReadError
+from streamer.sources.base import TIMEOUT, Source
+from streamer.types import Frame
+
+log = logging.getLogger(__name__)
+
+# Connection states, as shown in logs, stats and the dashboard.
+CONNECTING = "connecting"
+STREAMING = "streaming"
+STALLED = "stalled"
+RECONNECTING = "reconnecting"
+ENDED = "ended"
+
+
+def mask_url(url: str) -> str:
+    """``rtsp://user:secret@host/path`` → ``rtsp://user:***@host/path`` (password never shown)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def mask_text(text: str, url: str) -> str:
+    """Remove the password of ``url`` from any text (an OpenCV or FFmpeg message, say)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    stall_timeout_s: float = 5.0
+    open_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    max_reconnects: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("stall_timeout_s", "open_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number of seconds, but got {value}")
+        if self.max_reconnects is not None and self.max_reconnects < 0:
+            raise ConfigError(f"max_reconnects must be >= 0, but got {self.max_reconnects}")
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before reconnect number ``attempt`` (1-based): 0.5, 1, 2, 4, 8, 10, 10, ..."""
+        return min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, attempt - 1))
+
+
+class Capture(Protocol):
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+class LiveSource(Source):
+    """Base of the live sources: a reader thread, a newest-frame slot and reconnects."""
+
+    live = True
+
+    def __init__(self, source_id: str, policy: ReconnectPolicy | None = None) -> None:
+        self.source_id = source_id
+        self.policy = policy or ReconnectPolicy()
+        self.state = CONNECTING
+        self.reconnects = 0
+        self.dropped = 0
+        self.frames = 0
+        self.last_error: str | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) of the current stream
+        self._slot: Frame | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+        self._failure: str | None = None
+        self._index = 0
+        self._last_frame_at = 0.0
+        self._state_since = time.monotonic()
+
+    # -- to implement -------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Capture:
+        """Open the device or stream; raise ``SourceOpenError`` when it does not open."""
+
+    def _describe(self) -> str:
+        return self.source_id
+
+    def _ends_naturally(self) -> bool:
+        """True when an end of stream is final (never for cameras and live URLs)."""
+        return False
+
+    # -- Source API -----------------------------------------------------------------
+
+    def open(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._reader, name=f"streamer-capture-{self.source_id}", daemon=True)
+        self._thread.start()
+
+    def read(self, timeout: float) -> Frame | None | object:
+        with self._cond:
+            if self._slot is None and not self._ended:
+                self._cond.wait(timeout)
+            frame, self._slot = self._slot, None
+            if frame is not None:
+                return frame
+            if self._ended:
+                if self._failure is not None:
+                    raise SourceReadError(self._failure)
+                return None
+            return TIMEOUT
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            # The reader may sit in a blocking OpenCV call; it notices the stop flag as soon
+            # as that returns (bounded by the open/read timeouts) and releases the capture.
+            thread.join(timeout=2.0)
+            if thread.is_alive():
+                log.warning("%s: capture thread still busy in the driver; it will exit on its own", self._describe())
+        self._set_state(ENDED)
+
+    def status(self) -> dict[str, object]:
+        now = time.monotonic()
+        age = now - self._last_frame_at if self._last_frame_at else None
+        return {
+            "state": self.state,
+            "state_for_s": round(now - self._state_since, 3),
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
+            "last_frame_age_s": None if age is None else round(age, 3),
+            "size": None if self.size is None else f"{self.size[0]}x{self.size[1]}",
+            "last_error": self.last_error,
+        }
+
+    def summary(self) -> str | None:
+        return (
+            f"{self._describe()}: {self.frames} frames captured, {self.dropped} dropped at the source "
+            f"(newer frame arrived first), {self.reconnects} reconnects"
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self._state_since = time.monotonic()
+        message = f"{self._describe()}: {state}" + (f" ({detail})" if detail else "")
+        (log.warning if state in (STALLED, RECONNECTING) else log.info)(message)
+
+    def _publish(self, image: np.ndarray) -> None:
+        now = time.monotonic()
+        frame = Frame(self.source_id, self._index, image, None, now)
+        self._index += 1
+        self.frames += 1
+        self._last_frame_at = now
+        with self._cond:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self._cond.notify()
+
+    def _finish(self, failure: str | None = None) -> None:
+        with self._cond:
+            self._ended = True
+            self._failure = failure
+            self._cond.notify_all()
+        self._set_state(ENDED, failure or "")
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep unless stopped; True when the source was stopped meanwhile."""
+        return self._stop.wait(seconds)
+
+    def _reader(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._set_state(CONNECTING if attempt == 0 else RECONNECTING, f"attempt {attempt}" if attempt else "")
+            try:
+                capture = self._connect()
+            except SourceOpenError as exc:
+                self.last_error = mask_text(str(exc), getattr(self, "url", ""))
+                capture = None
+            except Exception as exc:  # noqa: BLE001 - a driver error is one more failed attempt
+                self.last_error = mask_text(f"{type(exc).__name__}: {exc}", getattr(self, "url", ""))
+                capture = None
+            if capture is not None:
+                streamed = self._stream(capture)
+                if self._stop.is_set():
+                    break
+                if streamed == "eof" and self._ends_naturally():
+                    self._finish()
+                    return
+                if streamed == "streamed":
+                    attempt = 0  # it worked for a while: start the backoff over
+            attempt += 1
+            self.reconnects += 1
+            if self.policy.max_reconnects is not None and self.reconnects > self.policy.max_reconnects:
+                self._finish(
+                    f"{self._describe()}: gave up after {self.policy.max_reconnects} reconnects"
+                    + (f" (last error: {self.last_error})" if self.last_error else "")
+                )
+                return
+            delay = self.policy.backoff(attempt)
+            log.warning(
+                "%s: reconnect %d in %.1f s%s", self._describe(), self.reconnects, delay,
+                f" ({self.last_error})" if self.last_error else "",
+            )
+            if self._wait(delay):
+                break
+        self._finish()
+
+    def _stream(self, capture: Capture) -> str:
+        """Read until failure, stall or stop; returns 'stopped', 'eof', 'stalled' or 'streamed'."""
+        got_any = False
+        try:
+            last = time.monotonic()
+            while not self._stop.is_set():
+                ok, image = capture.read()
+                now = time.monotonic()
+                if not ok or image is None:
+                    if got_any:
+                        self.last_error = "stream ended or read failed"
+                        self._set_state(STALLED, "no frame: stream ended or read failed")
+                        return "streamed"
+                    self.last_error = "no frame after connecting"
+                    return "eof"
+                if now - last > self.policy.stall_timeout_s:
+                    # The driver returned a frame, but only after a stall: show that it happened.
+                    self._set_state(STALLED, f"no frame for {now - last:.1f} s")
+                last = now
+                if not got_any:
+                    got_any = True
+                    h, w = image.shape[:2]
+                    if self.size is not None and self.size != (w, h):
+                        log.warning("%s: frame size changed from %dx%d to %dx%d", self._describe(), *self.size, w, h)
+                    self.size = (w, h)
+                    self.last_error = None
+                if self.state != STREAMING:
+                    self._set_state(STREAMING, f"{self.size[0]}x{self.size[1]}" if self.size else "")
+                self._publish(image)
+            return "stopped"
+        finally:
+            try:
+                capture.release()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# ----------------------------------------------------------------------------- streams
+
+_options_lock = threading.Lock()
+
+
+class StreamSource(LiveSource):
+    """RTSP/RTSPS/HTTP(S) streams (MJPEG, HLS, ...) through OpenCV's FFmpeg backend.
+
+    RTSP uses TCP by default (``transport='udp'`` to change): OpenCV reads FFmpeg options from
+    the process-wide ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` at open time, so opens are serialized
+    and the variable is set for each one. Open and read timeouts are passed as open
+    parameters; with one decoder thread a hung server is detected after about two read
+    timeouts, so the read timeout is half the stall timeout.
+    """
+
+    def __init__(self, url: str, source_id: str | None = None, policy: ReconnectPolicy | None = None, transport: str = "tcp") -> None:
+        if transport not in ("tcp", "udp"):
+            raise ConfigError(f"invalid RTSP transport {transport!r}, expecting one of ['tcp', 'udp']")
+        self.url = url
+        self.transport = transport
+        super().__init__(source_id or mask_url(url), policy)
+
+    def _describe(self) -> str:
+        masked = mask_url(self.url)
+        return masked if self.source_id == masked else f"{self.source_id} ({masked})"
+
+    def _connect(self) -> Capture:
+        p = self.policy
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(p.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(p.stall_timeout_s * 1000 / 2)),
+            cv2.CAP_PROP_N_THREADS, 1,
+        ]
+        options = f"rtsp_transport;{self.transport}"
+        if self.url.lower().startswith(("rtsp://", "rtsps://")):
+            # Small probe: the first frame in ~0.1 s instead of ~1 s (size and fps stay right).
+            options += "|analyzeduration;0|probesize;32"
+        with _options_lock:
+            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+            try:
+                cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+            finally:
+                if previous is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+        if not cap.isOpened():
+            cap.release()
+            raise SourceOpenError(f"{mask_url(self.url)}: cannot connect (refused, unreachable, not found or timed out)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if fps and math.isfinite(fps) and 0 < fps < 1000:
+            self.fps = float(fps)
+        return cap
+
+
+# ----------------------------------------------------------------------------- webcams
+
+
+class CameraSource(LiveSource):
+    """A local camera by index, with optional size, frame rate and FOURCC (e.g. ``MJPG``)."""
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        fourcc: str | None = None,
+        source_id: str | None = None,
+        policy: ReconnectPolicy | None = None,
+    ) -> None:
+        if fourcc is not None and len(fourcc) != 4:
+            raise ConfigError(f"camera fourcc must be 4 characters like 'MJPG', but got {fourcc!r}")
+        self.index = index
+        self.width, self.height, self.requested_fps, self.fourcc = width, height, fps, fourcc
+        super().__init__(source_id or f"camera{index}", policy)
+
+    def _connect(self) -> Capture:
+        cap = cv2.VideoCapture(self.index)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceOpenError(f"camera {self.index}: cannot open (no such device, or busy)")
+        if self.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        if self.requested_fps:
+            cap.set(cv2.CAP_PROP_FPS, self.requested_fps)
+        # One buffered frame at most: the driver must not queue stale frames either.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else self.requested_fps
+        return cap
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+class _SyntheticCapture:
+    """Draws a test pattern paced like a camera: moving shapes and a frame counter."""
+
+    def __init__(self, owner: SyntheticSource) -> None:
+        self.owner = owner
+        self.period = 1.0 / owner.fps_value
+        self.next_at = time.monotonic()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        o = self.owner
+        if o.limit is not None and o.produced >= o.limit:
+            return False, None
+        if o.disconnect_every and o.produced and o.produced % o.disconnect_every == 0 and not o._just_reconnected:
+            o._just_reconnected = True
+            return False, None  # a simulated disconnect: the source must reconnect
+        o._just_reconnected = False
+        if o.paced:
+            delay = self.next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.next_at = max(self.next_at + self.period, time.monotonic() - self.period)
+        image = o.render(o.produced)
+        o.produced += 1
+        return True, image
+
+    def release(self) -> None:
+        pass
+
+
+class SyntheticSource(LiveSource):
+    """A test-pattern camera for tests and trying streamer without a camera.
+
+    ``paced=True`` delivers ``fps`` frames per second like a real camera; ``limit`` ends the
+    stream after that many frames; ``disconnect_every`` simulates a dropped connection every
+    N frames (the source reconnects like a real stream).
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        limit: int | None = None,
+        paced: bool = True,
+        disconnect_every: int | None = None,
+        source_id: str = "synthetic",
+        policy: ReconnectPolicy | None = None,
+    ) -> None:
+        if width < 16 or height < 16:
+            raise ConfigError(f"synthetic frame size must be at least 16x16, but got {width}x{height}")
+        if not fps > 0:
+            raise ConfigError(f"synthetic fps must be > 0, but got {fps}")
+        super().__init__(source_id, policy or ReconnectPolicy(backoff_initial_s=0.01, backoff_max_s=0.05))
+        self.width, self.height = width, height
+        self.fps = self.fps_value = float(fps)
+        self.limit = limit
+        self.total_frames = None
+        self.paced = paced
+        self.disconnect_every = disconnect_every
+        self.produced = 0
+        self._just_reconnected = False
+        self._background = self._make_background()
+
+    def _make_background(self) -> np.ndarray:
+        y = np.linspace(40, 90, self.height, dtype=np.float32)[:, None]
+        x = np.linspace(0, 30, self.width, dtype=np.float32)[None, :]
+        base = (y + x).astype(np.uint8)
+        return np.dstack([base, base, base + 10])
+
+    def render(self, n: int) -> np.ndarray:
+        image = self._background.copy()
+        w, h = self.width, self.height
+        t = n / self.fps_value
+        cx = int((0.5 + 0.4 * math.sin(t * 1.3)) * w)
+        cy = int((0.5 + 0.35 * math.cos(t * 0.9)) * h)
+        r = max(4, min(w, h) // 10)
+        cv2.circle(image, (cx, cy), r, (40, 160, 240), -1, cv2.LINE_AA)
+        bx = int((n * 3) % max(1, w - 2 * r))
+        cv2.rectangle(image, (bx, h - 3 * r), (bx + 2 * r, h - r), (200, 80, 60), -1)
+        scale = max(0.4, min(w, h) / 480)
+        cv2.putText(image, f"#{n}", (8, int(30 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+        return image
+
+    def _ends_naturally(self) -> bool:
+        return self.limit is not None and self.produced >= self.limit
+
+    def _connect(self) -> Capture:
+        return _SyntheticCapture(self)
+
+
+# ----------------------------------------------------------------------------- replayed files
+
+
+class _PacedFileCapture:
+    def __init__(self, cap: cv2.VideoCapture, fps: float, loop: bool) -> None:
+        self.cap = cap
+        self.period = 1.0 / fps
+        self.loop = loop
+        self.next_at = time.monotonic()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        ok, image = self.cap.read()
+        if not ok and self.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.cap.read()
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_at = max(self.next_at + self.period, time.monotonic() - self.period)
+        return ok, image
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+class ReplaySource(LiveSource):
+    """A video file played back in real time, like a camera (``watch clip.mp4``).
+
+    Frames are released at the file's frame rate whether or not the pipeline keeps up, so a
+    slow model drops frames exactly as it would on a live camera. ``loop`` replays forever.
+    """
+
+    def __init__(self, path: str, *, loop: bool = False, source_id: str | None = None, policy: ReconnectPolicy | None = None) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.loop = loop
+        self.done = False
+        super().__init__(source_id or self.path.name, policy)
+
+    def open(self) -> None:
+        from streamer.sources.file import VideoFileSource
+
+        probe = VideoFileSource(self.path)  # same checks and messages as annotate
+        probe.open()
+        self.fps = probe.fps or 25.0
+        self.total_frames = None if self.loop else probe.total_frames
+        probe.close()
+        super().open()
+
+    def _ends_naturally(self) -> bool:
+        return not self.loop
+
+    def _connect(self) -> Capture:
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise SourceOpenError(f"{self.path}: cannot open as a video")
+        return _PacedFileCapture(cap, self.fps or 25.0, self.loop)
