@@ -222,7 +222,8 @@ class LiveSource(Source):
     def _reader(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            self._set_state(CONNECTING if attempt == 0 else RECONNECTING, f"attempt {attempt}" if attempt else "")
+            if attempt == 0:
+                self._set_state(CONNECTING)
             try:
                 capture = self._connect()
             except SourceOpenError as exc:
@@ -231,34 +232,36 @@ class LiveSource(Source):
             except Exception as exc:  # noqa: BLE001 - a driver error is one more failed attempt
                 self.last_error = mask_text(f"{type(exc).__name__}: {exc}", getattr(self, "url", ""))
                 capture = None
+            reason = self.last_error or "cannot connect"
             if capture is not None:
-                streamed = self._stream(capture)
-                if self._stop.is_set():
+                outcome, reason = self._stream(capture)
+                if outcome == "stopped":
                     break
-                if streamed == "eof" and self._ends_naturally():
+                if outcome == "ended":
                     self._finish()
                     return
-                if streamed == "streamed":
+                if outcome == "streamed":
                     attempt = 0  # it worked for a while: start the backoff over
             attempt += 1
             self.reconnects += 1
             if self.policy.max_reconnects is not None and self.reconnects > self.policy.max_reconnects:
                 self._finish(
-                    f"{self._describe()}: gave up after {self.policy.max_reconnects} reconnects"
-                    + (f" (last error: {self.last_error})" if self.last_error else "")
+                    f"{self._describe()}: gave up after {self.policy.max_reconnects} reconnects (last error: {reason})"
                 )
                 return
             delay = self.policy.backoff(attempt)
-            log.warning(
-                "%s: reconnect %d in %.1f s%s", self._describe(), self.reconnects, delay,
-                f" ({self.last_error})" if self.last_error else "",
-            )
+            self._set_state(RECONNECTING)
+            log.warning("%s: reconnect %d in %.1f s (%s)", self._describe(), self.reconnects, delay, reason)
             if self._wait(delay):
                 break
         self._finish()
 
-    def _stream(self, capture: Capture) -> str:
-        """Read until failure, stall or stop; returns 'stopped', 'eof', 'stalled' or 'streamed'."""
+    def _stream(self, capture: Capture) -> tuple[str, str]:
+        """Read until failure, stall or stop.
+
+        Returns (outcome, reason): outcome is 'stopped', 'ended' (a final end of stream),
+        'streamed' (frames came, then the stream failed) or 'failed' (no frame at all).
+        """
         got_any = False
         try:
             last = time.monotonic()
@@ -266,12 +269,15 @@ class LiveSource(Source):
                 ok, image = capture.read()
                 now = time.monotonic()
                 if not ok or image is None:
-                    if got_any:
-                        self.last_error = "stream ended or read failed"
-                        self._set_state(STALLED, "no frame: stream ended or read failed")
-                        return "streamed"
-                    self.last_error = "no frame after connecting"
-                    return "eof"
+                    if self._ends_naturally():
+                        return "ended", "end of stream"
+                    if now - last >= 0.9 * self.policy.stall_timeout_s:
+                        reason = f"no frame for {now - last:.1f} s"
+                        self._set_state(STALLED, reason)
+                    else:
+                        reason = "stream ended or read failed" if got_any else "no frame after connecting"
+                    self.last_error = reason
+                    return ("streamed" if got_any else "failed"), reason
                 if now - last > self.policy.stall_timeout_s:
                     # The driver returned a frame, but only after a stall: show that it happened.
                     self._set_state(STALLED, f"no frame for {now - last:.1f} s")
@@ -286,7 +292,7 @@ class LiveSource(Source):
                 if self.state != STREAMING:
                     self._set_state(STREAMING, f"{self.size[0]}x{self.size[1]}" if self.size else "")
                 self._publish(image)
-            return "stopped"
+            return "stopped", "stopped"
         finally:
             try:
                 capture.release()

@@ -1,0 +1,132 @@
+"""Live sources without a network: the synthetic camera, reconnects, masking, overload."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from streamer.api import build_pipeline
+from streamer.errors import ConfigError, SourceReadError
+from streamer.sinks.base import Sink
+from streamer.sources import make_source
+from streamer.sources.base import TIMEOUT
+from streamer.sources.live import ReconnectPolicy, StreamSource, SyntheticSource, mask_url
+from streamer.types import Result
+from tests.fakes import DelayModel
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("rtsp://127.0.0.1:8554/cam", "rtsp://127.0.0.1:8554/cam"),
+        ("rtsp://user:secret@127.0.0.1:8554/cam", "rtsp://user:***@127.0.0.1:8554/cam"),
+        ("rtsp://user@host/cam", "rtsp://user@host/cam"),
+        ("http://admin:p%40ss@cam.local/video.mjpg?x=1", "http://admin:***@cam.local/video.mjpg?x=1"),
+        ("rtsps://a:b@[::1]:322/s", "rtsps://a:***@::1:322/s"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_backoff_doubles_to_cap() -> None:
+    p = ReconnectPolicy()
+    assert [p.backoff(i) for i in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    with pytest.raises(ConfigError, match="stall_timeout_s must be a positive"):
+        ReconnectPolicy(stall_timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [("synthetic", SyntheticSource), ("synthetic:320x240@15", SyntheticSource), ("rtsp://h/x", StreamSource)],
+)
+def test_make_source_live_kinds(spec: str, kind: type) -> None:
+    assert isinstance(make_source(spec), kind)
+
+
+def test_synthetic_is_paced_like_a_camera() -> None:
+    src = SyntheticSource(width=160, height=120, fps=50, limit=50)
+    src.open()
+    frames = []
+    t0 = time.monotonic()
+    while True:
+        f = src.read(1.0)
+        if f is None:
+            break
+        if f is not TIMEOUT:
+            frames.append(f)
+    elapsed = time.monotonic() - t0
+    src.close()
+    assert 0.8 <= elapsed <= 2.0  # 50 frames at 50 fps
+    assert frames[0].image.shape == (120, 160, 3)
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    assert len(frames) + src.dropped == 50
+
+
+def test_disconnects_reconnect_and_log_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamer.sources.live")
+    src = SyntheticSource(width=64, height=48, fps=1000, paced=False, limit=1000, disconnect_every=200)
+    src.open()
+    got = 0
+    while (f := src.read(1.0)) is not None:
+        got += f is not TIMEOUT
+    src.close()
+    assert src.reconnects == 4  # at 200, 400, 600, 800
+    reconnect_logs = [r for r in caplog.records if ": reconnect " in r.getMessage()]
+    assert len(reconnect_logs) == 4
+    streaming_logs = [r for r in caplog.records if r.getMessage().endswith("streaming (64x48)")]
+    assert len(streaming_logs) == 5
+
+
+def test_max_reconnects_gives_up_with_error() -> None:
+    src = StreamSource("rtsp://user:secret@127.0.0.1:9/none", policy=ReconnectPolicy(
+        open_timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.02, max_reconnects=2))
+    src.open()
+    with pytest.raises(SourceReadError, match=r"gave up after 2 reconnects") as info:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if src.read(0.1) is None:
+                break
+    src.close()
+    assert "secret" not in str(info.value) and "user:***@" in str(info.value)
+
+
+class LatencySink(Sink):
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float]] = []  # (when written, latency s)
+
+    def write(self, result: Result) -> None:
+        now = time.monotonic()
+        self.rows.append((now, now - result.frame.captured_at))
+
+
+@pytest.mark.slow
+def test_overload_latency_does_not_grow() -> None:
+    """30 fps in, a 100 ms model, 60 s: latency bounded and flat, drops counted."""
+    period = 1 / 30
+    source = SyntheticSource(width=320, height=240, fps=30)
+    sink = LatencySink()
+    pipeline = build_pipeline(source, DelayModel(0.1), sinks=[sink])
+    pipeline.start()
+    time.sleep(60)
+    pipeline.stop()
+    assert pipeline.join(10)
+    pipeline.raise_error()
+    stats = {s.name: s for s in pipeline.stats()}
+    stage_sum_ms = sum(stats[n].p50_ms for n in ("preprocess", "infer", "postprocess", "sinks"))
+    lat_ms = np.array([lat for _, lat in sink.rows]) * 1000
+    p95 = float(np.percentile(lat_ms, 95))
+    assert p95 <= stage_sum_ms + 2 * period * 1000, (p95, stage_sum_ms)
+    t = np.array([w for w, _ in sink.rows])
+    first = lat_ms[t <= t[0] + 10]
+    last = lat_ms[t >= t[-1] - 10]
+    assert np.median(last) <= np.median(first) * 1.05 + 5, (np.median(first), np.median(last))
+    assert len(sink.rows) > 400  # ~9.5 fps through a 100 ms model
+    dropped = pipeline.dropped + source.dropped
+    assert dropped > 1000
+    # Every captured frame is either written or counted as dropped; at most the one left in
+    # the source's slot when it stopped is neither.
+    assert 0 <= source.frames - (len(sink.rows) + dropped) <= 1
