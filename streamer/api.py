@@ -34,6 +34,7 @@ def build_pipeline(
     imgsz: int | None = None,
     rect: bool = True,
     batch: int = 1,
+    batch_timeout_s: float | None = None,
     sinks: Sequence[Sink] = (),
     render: bool | None = None,
     render_copy: bool = False,
@@ -56,9 +57,10 @@ def build_pipeline(
     configure_threads(getattr(model, "threads", None))
     stages = [
         PreprocessStage(model, imgsz=imgsz, rect=rect),
-        # A batch waits for more frames only when frames are never dropped (files): live
-        # sources must not hold their newest frame back.
-        InferStage(model, batch_size=batch, batch_timeout_s=0.0 if src.live else 0.05),
+        # Files: a batch waits up to 50 ms to fill (nothing is lost, throughput wins). Live:
+        # only frames already waiting join a batch unless a timeout is given (monitoring).
+        InferStage(model, batch_size=batch,
+                   batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05)),
         PostprocessStage(model, params or DetectParams()),
     ]
     if render is None:

@@ -7,13 +7,14 @@ line on stderr and exit code 2; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from streamer import __version__
-from streamer.errors import StageError, StreamerError
+from streamer.errors import ConfigError, StageError, StreamerError
 
 EXIT_USAGE = 2
 
@@ -66,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--loop", action="store_true", help="replay a video file forever")
     watch.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default: 5)")
     _add_model_args(watch)
+
+    mon = sub.add_parser("monitor", help="monitor the cameras of a pipeline file, with a web dashboard")
+    mon.add_argument("pipeline", help="pipeline YAML file with a cameras: section")
+    mon.add_argument("--host", default=None, help="dashboard address (default: 127.0.0.1)")
+    mon.add_argument("--port", type=int, default=None, help="dashboard port (default: 8080; 0 picks a free one)")
+    mon.add_argument("--token", default=None, help="require this bearer token for the dashboard")
+    mon.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
+    mon.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a key of the file (repeatable)")
 
     run = sub.add_parser("run", help="run a pipeline file")
     run.add_argument("pipeline", help="pipeline YAML file")
@@ -124,6 +134,10 @@ def _run_job(cfg: Any, show_progress: bool = True) -> int:
 
     if cfg.job == "watch":
         summary = run_watch(cfg)
+    elif cfg.job == "monitor":
+        from streamer.monitor import run_monitor
+
+        summary = run_monitor(cfg)
     else:
         summary = run_annotate(cfg, show_progress=show_progress)
     for line in summary.lines:
@@ -146,6 +160,19 @@ def main(argv: list[str] | None = None) -> int:
             return _run_job(_annotate_config(args), not args.no_progress)
         if args.command == "watch":
             return _run_job(_watch_config(args))
+        if args.command == "monitor":
+            from streamer.config import load
+
+            overrides = list(args.overrides)
+            for key, value in (("host", args.host), ("port", args.port), ("token", args.token)):
+                if value is not None:
+                    overrides.append(f"dashboard.{key}={json.dumps(value)}")
+            if args.no_dashboard:
+                overrides.append("dashboard.enabled=false")
+            cfg = load(args.pipeline, overrides)
+            if cfg.job != "monitor":
+                raise ConfigError(f"{args.pipeline}: monitor needs a pipeline file with a cameras: section")
+            return _run_job(cfg)
         if args.command == "run":
             from streamer.config import load
 

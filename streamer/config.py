@@ -96,7 +96,8 @@ class ModelConfig:
     device: str = "auto"
     imgsz: int | None = None
     rect: bool = True
-    batch: int = 1
+    batch: int | None = None
+    batch_timeout_ms: float = 10.0
     threads: int | None = None
     half: bool = False
     task: str = "auto"
@@ -106,7 +107,9 @@ class ModelConfig:
         _check(bool(self.name), "model.name must not be empty")
         _check(self.imgsz is None or (self.imgsz > 0 and self.imgsz % 32 == 0),
                f"model.imgsz must be a positive multiple of 32, but got {self.imgsz}")
-        _check(1 <= self.batch <= 256, f"model.batch must be between 1 and 256, but got {self.batch}")
+        _check(self.batch is None or 1 <= self.batch <= 256, f"model.batch must be between 1 and 256, but got {self.batch}")
+        _check(0 <= self.batch_timeout_ms <= 1000,
+               f"model.batch_timeout_ms must be between 0 and 1000, but got {self.batch_timeout_ms}")
         _check(self.threads is None or self.threads >= 1, f"model.threads must be >= 1, but got {self.threads}")
         _check(self.task in ("auto", "detect", "classify"),
                f"model.task must be one of ['auto', 'detect', 'classify'], but got {self.task!r}")
@@ -196,24 +199,103 @@ class QueueSettings:
                f"queue.policy must be one of ['block', 'drop_oldest'], but got {self.policy!r}")
 
 
+_CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera of a monitoring pipeline. ``url`` is any live source: an RTSP/HTTP URL, a
+    webcam index, ``synthetic`` or a video file (replayed in real time)."""
+
+    url: str = ""
+    jsonl: str | None = None
+    record: str | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.url), "url is required for every camera")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    max_fps: float = 15.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"dashboard.port must be between 0 and 65535, but got {self.port}")
+        _check(self.max_fps > 0, f"dashboard.max_fps must be > 0, but got {self.max_fps}")
+        _check(self.token is None or len(self.token) >= 8, "dashboard.token must be at least 8 characters")
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """When a tracked class appears on a camera and when it is gone again."""
+
+    track: tuple[str, ...] = ("person",)
+    min_confidence: float = 0.5
+    min_frames: int = 3
+    gone_after_s: float = 2.0
+    path: str | None = "out/events.jsonl"
+    snapshots: str = "out/snapshots"
+    webhook: str | None = None
+    webhook_retries: int = 3
+    webhook_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.min_confidence <= 1.0, f"events.min_confidence must be between 0 and 1, but got {self.min_confidence}")
+        _check(self.min_frames >= 1, f"events.min_frames must be >= 1, but got {self.min_frames}")
+        _check(self.gone_after_s > 0, f"events.gone_after_s must be > 0, but got {self.gone_after_s}")
+        _check(self.webhook_retries >= 0, f"events.webhook_retries must be >= 0, but got {self.webhook_retries}")
+        _check(self.webhook_timeout_s > 0, f"events.webhook_timeout_s must be > 0, but got {self.webhook_timeout_s}")
+        _check(self.webhook is None or self.webhook.startswith(("http://", "https://")),
+               f"events.webhook must be an http:// or https:// URL, but got {self.webhook!r}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    """A whole pipeline file. ``job`` picks what runs it (``annotate`` for recorded video)."""
+    """A whole pipeline file.
+
+    ``job`` picks what runs it: ``annotate`` (recorded video, every frame), ``watch`` (one live
+    source) or ``monitor`` (``cameras``); ``auto`` chooses from the source.
+    """
 
     source: str = ""
-    job: str = "annotate"
+    job: str = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     queue: QueueSettings = field(default_factory=QueueSettings)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    cameras: dict[str, CameraConfig] | None = None
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def __post_init__(self) -> None:
         _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
-        _check(bool(self.source), "source is required (a file, a folder, a URL, a webcam index or sample:NAME)")
+        if self.cameras is not None:
+            _check(bool(self.cameras), "cameras must list at least one camera")
+            for name in self.cameras:
+                _check(bool(_CAMERA_NAME.match(name)),
+                       f"camera name {name!r} must be letters, digits, '_', '-' or '.' (at most 64)")
+            _check(not self.source, "give either source (one stream or file) or cameras (monitoring), not both")
+            _check(self.job in ("auto", "monitor"), f"a pipeline with cameras is a monitor job, but job is {self.job!r}")
+            object.__setattr__(self, "job", "monitor")
+        else:
+            _check(bool(self.source), "source is required (a file, a folder, a URL, a webcam index or sample:NAME), "
+                   "or cameras for monitoring")
+            _check(self.job != "monitor", "a monitor job needs cameras")
+            if self.job == "auto":
+                object.__setattr__(self, "job", "watch" if _is_live(self.source) else "annotate")
 
 
-JOBS = ("annotate", "watch")
+def _is_live(source: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source)) or source.isdigit() or source.startswith("synthetic")
+
+
+JOBS = ("auto", "annotate", "watch", "monitor")
 
 
 # --------------------------------------------------------------------------- validation

@@ -145,7 +145,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
     pipeline = build_pipeline(
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=cfg.model.batch, sinks=sinks, queue=queue,
+        batch=cfg.model.batch or 1, sinks=sinks, queue=queue,
     )
     pipeline.open()
     if video is not None and source.fps:
@@ -265,7 +265,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     ref: list[Pipeline] = []
     pipeline = build_pipeline(
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=cfg.model.batch, sinks=sinks, render=window is not None or video is not None,
+        batch=cfg.model.batch or 1, sinks=sinks, render=window is not None or video is not None,
         render_status=_overlay_lines(ref), output=window is not None, queue=queue,
     )
     ref.append(pipeline)

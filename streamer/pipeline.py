@@ -78,6 +78,10 @@ class Stage(ABC):
         pass
 
 
+def source_key(item: Result) -> str:
+    return item.frame.source_id
+
+
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     size: int = 4
@@ -108,11 +112,12 @@ class Pipeline:
         self.queue_config = queue
         self._put_timeout = put_timeout_s
         names = [s.name for s in self.stages]
+        key = source_key if queue.policy is Policy.LATEST_PER_KEY else None
         self.queues: list[BoundedQueue[Result]] = [
-            BoundedQueue(queue.size, queue.policy, name=f"->{n}") for n in names
+            BoundedQueue(queue.size, queue.policy, name=f"->{n}", key=key) for n in names
         ]
         self.output: BoundedQueue[Result] | None = (
-            BoundedQueue(queue.size, queue.policy, name="->output") if output else None
+            BoundedQueue(queue.size, queue.policy, name="->output", key=key) if output else None
         )
         self.source_meter = StageMeter("source")
         self.meters = [StageMeter(n) for n in names]

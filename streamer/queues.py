@@ -16,6 +16,7 @@ import collections
 import enum
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +25,9 @@ T = TypeVar("T")
 class Policy(enum.Enum):
     BLOCK = "block"
     DROP_OLDEST = "drop_oldest"
+    #: At most one item per key (camera): a new item replaces the queued one of its key.
+    #: Used by multi-camera pipelines so that one busy camera never pushes out the others.
+    LATEST_PER_KEY = "latest_per_key"
 
     @classmethod
     def parse(cls, text: str | Policy) -> Policy:
@@ -58,12 +62,18 @@ class Empty(Exception):
 class BoundedQueue(Generic[T]):
     """A thread-safe FIFO of at most ``maxsize`` items with a full-queue ``policy``."""
 
-    def __init__(self, maxsize: int, policy: Policy = Policy.BLOCK, name: str = "") -> None:
+    def __init__(
+        self, maxsize: int, policy: Policy = Policy.BLOCK, name: str = "", key: Callable[[Any], str] | None = None
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"queue size must be >= 1, but got {maxsize}")
+        if policy is Policy.LATEST_PER_KEY and key is None:
+            raise ValueError("a latest_per_key queue needs a key function")
         self.maxsize = maxsize
         self.policy = policy
         self.name = name
+        self.key = key
+        self.dropped_by_key: collections.Counter[str] = collections.Counter()
         self._items: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
@@ -82,8 +92,17 @@ class BoundedQueue(Generic[T]):
         that end of stream can never be lost or deadlock behind a full queue.
         """
         with self._lock:
+            if item is not END and self.policy is Policy.LATEST_PER_KEY:
+                assert self.key is not None
+                k = self.key(item)
+                for i, queued in enumerate(self._items):
+                    if queued is not END and self.key(queued) == k:
+                        del self._items[i]
+                        self.dropped += 1
+                        self.dropped_by_key[k] += 1
+                        break
             if item is not END and len(self._items) >= self.maxsize:
-                if self.policy is Policy.DROP_OLDEST:
+                if self.policy in (Policy.DROP_OLDEST, Policy.LATEST_PER_KEY):
                     self._drop_oldest_locked()
                 else:
                     deadline = time.monotonic() + timeout
@@ -102,6 +121,8 @@ class BoundedQueue(Generic[T]):
             if queued is not END:
                 del self._items[i]
                 self.dropped += 1
+                if self.key is not None:
+                    self.dropped_by_key[self.key(queued)] += 1
                 return
 
     def get(self, timeout: float) -> T:

@@ -14,13 +14,14 @@ from streamer.models.base import Model
 from streamer.pipeline import Stage
 from streamer.postprocess import yolo
 from streamer.postprocess.classify import top_k
-from streamer.preprocess import letterbox_into, letterbox_params
+from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status
 from streamer.sinks.base import Sink
 from streamer.types import Classifications, Detections, Frame, Letterbox, Result
 
 log = logging.getLogger(__name__)
 
+PAD_FILL = np.float32(PAD_VALUE) / np.float32(255.0)
 _DUMMY_FRAME = Frame("warm-up", -1, np.zeros((32, 32, 3), np.uint8), None, 0.0)
 
 
@@ -99,19 +100,29 @@ class InferStage(Stage):
         return self.process_batch([item])[0]
 
     def process_batch(self, items: list[Result]) -> list[Result]:
-        # Group by input size: frames from different sources may letterbox differently.
-        groups: dict[tuple[int, ...], list[Result]] = {}
-        for item in items:
-            assert item.input is not None, "infer before preprocess"
-            groups.setdefault(item.input.shape, []).append(item)
-        for group in groups.values():
-            batch = group[0].input[None] if len(group) == 1 else np.stack([g.input for g in group])  # type: ignore[index]
-            raw = self.model(batch)
-            for i, item in enumerate(group):
-                item.raw = raw[i]
-                item.input = None  # free the input tensor as soon as it is used
-            self.batches += 1
-            self.batched_items += len(group)
+        inputs = [item.input for item in items]
+        assert all(x is not None for x in inputs), "infer before preprocess"
+        if len(items) == 1:
+            batch = inputs[0][None]  # type: ignore[index]
+        else:
+            # Cameras of different sizes letterbox to different inputs. Padding the smaller
+            # ones at the bottom and right keeps one model call per batch; the boxes stay
+            # right because the letterbox offsets are measured from the top-left corner.
+            h = max(x.shape[1] for x in inputs)  # type: ignore[union-attr]
+            w = max(x.shape[2] for x in inputs)  # type: ignore[union-attr]
+            batch = np.empty((len(items), 3, h, w), np.float32)
+            for i, x in enumerate(inputs):
+                _, xh, xw = x.shape  # type: ignore[union-attr]
+                batch[i, :, :xh, :xw] = x
+                if xh < h or xw < w:
+                    batch[i, :, xh:, :] = PAD_FILL
+                    batch[i, :, :xh, xw:] = PAD_FILL
+        raw = self.model(batch)
+        for i, item in enumerate(items):
+            item.raw = raw[i]
+            item.input = None  # free the input tensor as soon as it is used
+        self.batches += 1
+        self.batched_items += len(items)
         return items
 
     @property

@@ -60,5 +60,17 @@ def test_end_is_never_dropped_or_refused() -> None:
 
 def test_policy_parse_lists_choices() -> None:
     assert Policy.parse("drop_oldest") is Policy.DROP_OLDEST
-    with pytest.raises(ValueError, match=r"expecting one of \['block', 'drop_oldest'\]"):
+    with pytest.raises(ValueError, match=r"expecting one of \['block', 'drop_oldest', 'latest_per_key'\]"):
         Policy.parse("latest")
+
+
+def test_latest_per_key_keeps_one_per_camera() -> None:
+    q: BoundedQueue[tuple[str, int]] = BoundedQueue(3, Policy.LATEST_PER_KEY, key=lambda item: item[0])
+    for i in range(5):
+        q.put(("a", i), 0.0)
+    q.put(("b", 0), 0.0)
+    q.put(("a", 5), 0.0)
+    assert q.dropped == 5 and q.dropped_by_key == {"a": 5}
+    assert [q.get(0.01), q.get(0.01)] == [("b", 0), ("a", 5)]
+    with pytest.raises(ValueError, match="needs a key function"):
+        BoundedQueue(2, Policy.LATEST_PER_KEY)

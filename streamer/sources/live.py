@@ -119,6 +119,8 @@ class LiveSource(Source):
         self._index = 0
         self._last_frame_at = 0.0
         self._state_since = time.monotonic()
+        #: Set on every new frame, for a consumer that waits on several sources at once.
+        self.listener: threading.Event | None = None
 
     # -- to implement -------------------------------------------------------------
 
@@ -207,12 +209,26 @@ class LiveSource(Source):
                 self.dropped += 1
             self._slot = frame
             self._cond.notify()
+        if self.listener is not None:
+            self.listener.set()
+
+    def take(self) -> Frame | None:
+        """The newest frame not yet taken, without waiting (None when there is none)."""
+        with self._cond:
+            frame, self._slot = self._slot, None
+            return frame
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def _finish(self, failure: str | None = None) -> None:
         with self._cond:
             self._ended = True
             self._failure = failure
             self._cond.notify_all()
+        if self.listener is not None:
+            self.listener.set()
         self._set_state(ENDED, failure or "")
 
     def _wait(self, seconds: float) -> bool:

@@ -1,0 +1,272 @@
+"""Camera monitoring: many live cameras in one process, one batched model call per round.
+
+::
+
+    camera threads (one per camera, newest-frame slot each)
+            │  MultiSource: round robin over the slots
+            ▼
+    preprocess ─▶ infer (batch: the newest frame of every camera that has one within
+            │             batch_timeout_ms, one forward) ─▶ postprocess ─▶ render
+            ▼
+    sinks: per-camera stats + dashboard frames, events, per-camera JSONL / recordings
+
+Every edge is a ``LATEST_PER_KEY`` queue with one slot per camera: a camera that is down
+or slow never delays the others, and one busy camera never pushes another's frame out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from streamer.api import build_pipeline
+from streamer.config import PipelineConfig
+from streamer.errors import ConfigError
+from streamer.jobs import RunSummary, StopOnSignal, detect_params
+from streamer.models import load_model
+from streamer.pipeline import Pipeline, QueueConfig
+from streamer.queues import Policy
+from streamer.sinks.base import Sink
+from streamer.sinks.events import EventSink
+from streamer.sinks.jsonl import JsonlSink
+from streamer.sinks.video import VideoSink
+from streamer.sources import make_source
+from streamer.sources.live import ENDED, LiveSource
+from streamer.sources.multi import MultiSource
+from streamer.stats import StageMeter
+from streamer.types import Result
+
+log = logging.getLogger(__name__)
+
+
+class CameraSinks(Sink):
+    """Per-camera bookkeeping at the end of the pipeline: latency and fps per camera, the
+    dashboard's frames, and each camera's own JSONL file and recording."""
+
+    name = "cameras"
+    needs_render = True
+
+    def __init__(self, names: list[str], per_camera: dict[str, list[Sink]], publish: Any = None) -> None:
+        self.meters = {name: StageMeter(name) for name in names}
+        self.per_camera = per_camera
+        self.publish = publish
+        self.frames = 0
+
+    def open(self) -> None:
+        for sinks in self.per_camera.values():
+            for sink in sinks:
+                sink.open()
+
+    def write(self, result: Result) -> None:
+        camera = result.frame.source_id
+        now = time.monotonic()
+        self.frames += 1
+        meter = self.meters.get(camera)
+        if meter is not None:
+            meter.record((now - result.frame.captured_at) * 1000.0)
+        for sink in self.per_camera.get(camera, ()):
+            sink.write(result)
+        if self.publish is not None:
+            self.publish(camera, result.image)
+
+    def idle(self) -> None:
+        for sinks in self.per_camera.values():
+            for sink in sinks:
+                sink.idle()
+
+    def flush(self) -> None:
+        for sinks in self.per_camera.values():
+            for sink in sinks:
+                sink.flush()
+
+    def close(self) -> None:
+        for sinks in self.per_camera.values():
+            for sink in sinks:
+                sink.close()
+
+    def summary(self) -> str | None:
+        notes = [s.summary() for sinks in self.per_camera.values() for s in sinks]
+        return "; ".join(n for n in notes if n) or None
+
+
+class Monitor:
+    """Builds and runs a monitoring pipeline from a config; exposes its stats."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        if not cfg.cameras:
+            raise ConfigError("a monitor pipeline needs cameras")
+        self.cfg = cfg
+        cap = cfg.capture
+        self.cameras: dict[str, LiveSource] = {}
+        for name, cam in cfg.cameras.items():
+            if not cam.enabled:
+                continue
+            source = make_source(cam.url, policy=cap.policy(), transport=cap.transport, source_id=name,
+                                 realtime=True, loop=cap.loop)
+            if not isinstance(source, LiveSource):
+                raise ConfigError(f"camera '{name}': {cam.url} is not a live source (a URL, a webcam index, "
+                                  "synthetic, or a video file)")
+            self.cameras[name] = source
+        if not self.cameras:
+            raise ConfigError("every camera is disabled")
+        names = list(self.cameras)
+        self.model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device,
+                                threads=cfg.model.threads)
+        per_camera: dict[str, list[Sink]] = {name: [] for name in names}
+        for name in names:
+            cam = cfg.cameras[name]
+            if cam.jsonl:
+                per_camera[name].append(JsonlSink(cam.jsonl))
+            if cam.record:
+                per_camera[name].append(VideoSink(cam.record, fps=None, measure_fps=True))
+        self.hub = None
+        self.server = None
+        if cfg.dashboard.enabled:
+            from streamer.sinks.dashboard import DashboardHub, DashboardServer
+
+            self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
+            self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
+                                          token=cfg.dashboard.token)
+        self.camera_sinks = CameraSinks(names, per_camera, self.hub.publish if self.hub is not None else None)
+        sinks: list[Sink] = [self.camera_sinks]
+        ev = cfg.events
+        self.events: EventSink | None = None
+        if ev.track and (ev.path or ev.webhook):
+            self.events = EventSink(
+                ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
+                gone_after_s=ev.gone_after_s, webhook=ev.webhook, webhook_retries=ev.webhook_retries,
+                webhook_timeout_s=ev.webhook_timeout_s,
+            )
+            sinks.append(self.events)
+        self.source = MultiSource(self.cameras)
+        n = len(names)
+        self.pipeline: Pipeline = build_pipeline(
+            self.source, self.model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+            batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, sinks=sinks,
+            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY),
+        )
+        self.started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ stats
+
+    def camera_state(self, name: str) -> str:
+        camera = self.cameras[name]
+        state = camera.state
+        if state == ENDED and camera.policy.max_reconnects is not None and camera.reconnects > camera.policy.max_reconnects:
+            return "down"
+        return state
+
+    def stats(self) -> dict[str, Any]:
+        """The dashboard's stats (schema in ``streamer.sinks.dashboard``)."""
+        p = self.pipeline
+        infer = next((s for s in p.stages if s.name == "infer"), None)
+        info = getattr(self.model, "info", None)
+        cameras: dict[str, Any] = {}
+        for name, camera in self.cameras.items():
+            meter = self.camera_sinks.meters[name]
+            p50, p95 = meter.percentiles()
+            status = camera.status()
+            queue_drops = sum(q.dropped_by_key.get(name, 0) for q in p.queues)
+            cameras[name] = {
+                "state": self.camera_state(name),
+                "fps": round(meter.fps(), 2),
+                "latency_ms_p50": round(p50, 1),
+                "latency_ms_p95": round(p95, 1),
+                "dropped": int(camera.dropped + queue_drops),
+                "reconnects": camera.reconnects,
+                "frames": meter.processed,
+                "url": camera._describe(),
+                "last_error": status.get("last_error"),
+                "size": status.get("size"),
+            }
+        stages = {
+            s.name: {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
+                     "fps": s.fps, "queue_depth": s.queue_depth}
+            for s in p.stats()
+        }
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "model": {
+                "name": Path(info.path).name if info else self.cfg.model.name,
+                "backend": info.backend if info else self.cfg.model.backend,
+                "device": info.device if info else self.cfg.model.device,
+                "batch_size_mean": round(getattr(infer, "mean_batch", 0.0), 3),
+                "batches": getattr(infer, "batches", 0),
+            },
+            "cameras": cameras,
+            "stages": stages,
+        }
+
+    def status_lines(self) -> list[str]:
+        stats = self.stats()
+        lines = []
+        for name, c in stats["cameras"].items():
+            lines.append(
+                f"{name}: {c['state']} | {c['fps']:.1f} fps | latency p50 {c['latency_ms_p50']:.0f} ms "
+                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}"
+            )
+        m = stats["model"]
+        lines.append(f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}")
+        return lines
+
+    # ------------------------------------------------------------------ run
+
+    def start(self) -> None:
+        self.pipeline.open()
+        if self.server is not None:
+            try:
+                self.server.start()
+            except BaseException:
+                self.pipeline.close()
+                raise
+        self.started_at = time.monotonic()
+        self.pipeline.start()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self.pipeline.join(timeout=10.0)
+        self.pipeline.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
+    err = err or sys.stderr
+    monitor = Monitor(cfg)
+    started = time.monotonic()
+    interval = cfg.output.status_interval_s
+    monitor.start()
+    if monitor.server is not None:
+        err.write(f"dashboard: {monitor.server.url}\n")
+        print(f"dashboard: {monitor.server.url}", flush=True)
+    err.write(f"monitoring {len(monitor.cameras)} cameras: {', '.join(monitor.cameras)} (Ctrl+C stops)\n")
+    err.flush()
+    next_status = time.monotonic() + interval
+    try:
+        with StopOnSignal(monitor.pipeline, err) as stopper:
+            while not monitor.pipeline.join(timeout=0.2):
+                now = time.monotonic()
+                if duration_s is not None and now - started >= duration_s:
+                    monitor.pipeline.stop()
+                if now >= next_status:
+                    next_status = now + interval
+                    err.write("\n".join(monitor.status_lines()) + "\n")
+                    err.flush()
+    finally:
+        lines = monitor.status_lines()
+        monitor.stop()
+    monitor.pipeline.raise_error()
+    elapsed = time.monotonic() - started
+    summary = RunSummary(monitor.camera_sinks.frames, elapsed, stopper.signum is not None)
+    summary.lines = [f"processed {summary.frames} frames from {len(monitor.cameras)} cameras in {elapsed:.0f}s "
+                     f"({summary.fps:.1f} fps in total)", *lines]
+    source_note = monitor.source.summary()
+    if source_note:
+        summary.lines.append(source_note)
+    for sink in (monitor.camera_sinks, monitor.events):
+        if sink is not None and sink.summary():
+            summary.lines.append(f"wrote {sink.summary()}")
+    return summary
