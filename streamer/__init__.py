@@ -10,6 +10,13 @@ Embedding it::
 
 from __future__ import annotations
 
+import os as _os
+
+# FFmpeg and OpenCV print their own warnings (e.g. "moov atom not found") on stderr, around
+# streamer's one-line errors. Quiet them unless the user asked for them.
+_os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+_os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
 __version__ = "0.1.0"
 
 from streamer.api import build_pipeline, stream

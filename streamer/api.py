@@ -41,6 +41,7 @@ def build_pipeline(
     render_status: bool | Callable[[Result], list[str]] = False,
     output: bool = False,
     queue: QueueConfig | None = None,
+    stage_timeout_s: float | None = 30.0,
 ) -> Pipeline:
     """Compose source → preprocess → infer → postprocess → [render] → [sinks].
 
@@ -73,7 +74,7 @@ def build_pipeline(
         # Files: nothing may be lost, and a few frames of slack keep every stage busy.
         # Live: one slot per edge, newest wins, so latency cannot build up anywhere.
         queue = QueueConfig(size=max(4, 2 * batch), policy=Policy.BLOCK) if not src.live else QueueConfig(1, Policy.DROP_OLDEST)
-    return Pipeline(src, stages, queue=queue, output=output)
+    return Pipeline(src, stages, queue=queue, output=output, stage_timeout_s=stage_timeout_s)
 
 
 def stream(

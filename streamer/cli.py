@@ -142,7 +142,9 @@ def _run_job(cfg: Any, show_progress: bool = True) -> int:
         summary = run_annotate(cfg, show_progress=show_progress)
     for line in summary.lines:
         print(line)
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return 128 + (summary.signum or 2)
+    return 1 if summary.sink_failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

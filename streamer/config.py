@@ -272,9 +272,11 @@ class PipelineConfig:
     cameras: dict[str, CameraConfig] | None = None
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    stage_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
+        _check(self.stage_timeout_s > 0, f"stage_timeout_s must be > 0, but got {self.stage_timeout_s}")
         if self.cameras is not None:
             _check(bool(self.cameras), "cameras must list at least one camera")
             for name in self.cameras:

@@ -62,6 +62,8 @@ class RunSummary:
     seconds: float
     interrupted: bool
     lines: list[str] = field(default_factory=list)
+    sink_failures: int = 0
+    signum: int | None = None
 
     @property
     def fps(self) -> float:
@@ -145,7 +147,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
     pipeline = build_pipeline(
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=cfg.model.batch or 1, sinks=sinks, queue=queue,
+        batch=cfg.model.batch or 1, sinks=sinks, queue=queue, stage_timeout_s=cfg.stage_timeout_s,
     )
     pipeline.open()
     if video is not None and source.fps:
@@ -172,9 +174,20 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         progress.finish(counter.frames)
     pipeline.raise_error()
     interrupted = stopper.signum is not None
-    summary = RunSummary(counter.frames, elapsed, interrupted)
+    summary = RunSummary(counter.frames, elapsed, interrupted, signum=stopper.signum)
     summary.lines = _summary_lines(pipeline, counter, sinks, summary, total)
     return summary
+
+
+def sink_failure_lines(pipeline: Pipeline, run: RunSummary) -> list[str]:
+    from streamer.stages import SinkStage
+
+    lines: list[str] = []
+    for stage in pipeline.stages:
+        if isinstance(stage, SinkStage):
+            run.sink_failures += sum(stage.failures.values())
+            lines.extend(stage.failure_lines())
+    return lines
 
 
 def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink], run: RunSummary, total: int | None) -> list[str]:
@@ -196,6 +209,7 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     source_note = pipeline.source.summary()
     if source_note:
         lines.append(source_note)
+    lines.extend(sink_failure_lines(pipeline, run))
     for sink in sinks:
         note = sink.summary()
         if note:
@@ -267,6 +281,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=cfg.model.batch or 1, sinks=sinks, render=window is not None or video is not None,
         render_status=_overlay_lines(ref), output=window is not None, queue=queue,
+        stage_timeout_s=cfg.stage_timeout_s,
     )
     ref.append(pipeline)
     pipeline.open()
@@ -307,7 +322,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         pipeline.close()
     pipeline.raise_error()
     elapsed = time.monotonic() - started
-    summary = RunSummary(counter.frames, elapsed, stopper.signum is not None)
+    summary = RunSummary(counter.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
     summary.lines = _summary_lines(pipeline, counter, sinks, summary, None)
     summary.lines.insert(1, status_line(pipeline))
     return summary

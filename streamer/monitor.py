@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, detect_params
+from streamer.jobs import RunSummary, StopOnSignal, detect_params, sink_failure_lines
 from streamer.models import load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.queues import Policy
@@ -146,7 +146,7 @@ class Monitor:
         self.pipeline: Pipeline = build_pipeline(
             self.source, self.model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
             batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, sinks=sinks,
-            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY),
+            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s,
         )
         self.started_at = time.monotonic()
 
@@ -260,12 +260,13 @@ def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: f
         monitor.stop()
     monitor.pipeline.raise_error()
     elapsed = time.monotonic() - started
-    summary = RunSummary(monitor.camera_sinks.frames, elapsed, stopper.signum is not None)
+    summary = RunSummary(monitor.camera_sinks.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
     summary.lines = [f"processed {summary.frames} frames from {len(monitor.cameras)} cameras in {elapsed:.0f}s "
                      f"({summary.fps:.1f} fps in total)", *lines]
     source_note = monitor.source.summary()
     if source_note:
         summary.lines.append(source_note)
+    summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
     for sink in (monitor.camera_sinks, monitor.events):
         if sink is not None and sink.summary():
             summary.lines.append(f"wrote {sink.summary()}")

@@ -104,6 +104,7 @@ class Pipeline:
         queue: QueueConfig | None = None,
         output: bool = False,
         put_timeout_s: float = _POLL_S,
+        stage_timeout_s: float | None = 30.0,
     ) -> None:
         self.source = source
         self.stages = list(stages)
@@ -111,6 +112,7 @@ class Pipeline:
             queue = QueueConfig(size=2, policy=Policy.DROP_OLDEST) if source.live else QueueConfig()
         self.queue_config = queue
         self._put_timeout = put_timeout_s
+        self.stage_timeout_s = stage_timeout_s
         names = [s.name for s in self.stages]
         key = source_key if queue.policy is Policy.LATEST_PER_KEY else None
         self.queues: list[BoundedQueue[Result]] = [
@@ -167,7 +169,30 @@ class Pipeline:
             self._threads.append(thread)
         for thread in self._threads:
             thread.start()
+        if self.stage_timeout_s:
+            # Not joined like the others: it only reads counters and exits with the pipeline.
+            threading.Thread(target=self._watchdog, name="streamer-watchdog", daemon=True).start()
         return self
+
+    def _watchdog(self) -> None:
+        """Report, by name, any stage stuck on one item for longer than ``stage_timeout_s``."""
+        assert self.stage_timeout_s is not None
+        limit = self.stage_timeout_s
+        while self.alive() and not self._abort.wait(min(0.5, limit / 4)):
+            now = time.monotonic()
+            for meter in [self.source_meter, *self.meters]:
+                since = meter.busy_since
+                if since is not None and now - since > limit:
+                    if not meter.stalled_reported:
+                        meter.stalled_reported = True
+                        meter.state = "stalled"
+                        log.error("stage '%s' has made no progress for %.1f s (stage_timeout %g s)",
+                                  meter.name, now - since, limit)
+                elif meter.stalled_reported:
+                    meter.stalled_reported = False
+                    if meter.state == "stalled":
+                        meter.state = "running"
+                    log.warning("stage '%s' is making progress again", meter.name)
 
     def stop(self) -> None:
         """Stop reading; frames already read still go through every stage and sink."""
@@ -326,7 +351,11 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
-                frame = self.source.read(_POLL_S)
+                meter.busy_since = time.monotonic()
+                try:
+                    frame = self.source.read(_POLL_S)
+                finally:
+                    meter.busy_since = None
                 if frame is TIMEOUT:
                     meter.touch()
                     continue
@@ -387,7 +416,11 @@ class Pipeline:
                     continue
                 if batch:
                     t0 = time.perf_counter()
-                    results = stage.process_batch(batch) if stage.batch_size > 1 else _one(stage, batch[0])
+                    meter.busy_since = time.monotonic()
+                    try:
+                        results = stage.process_batch(batch) if stage.batch_size > 1 else _one(stage, batch[0])
+                    finally:
+                        meter.busy_since = None
                     elapsed = (time.perf_counter() - t0) * 1000.0
                     meter.record(elapsed / max(len(batch), 1), items=len(batch))
                     last = index == len(self.stages) - 1

@@ -236,39 +236,74 @@ class RenderStage(Stage):
 
 
 class SinkStage(Stage):
-    """Hands every result to each sink, in order; flushes them at end of stream."""
+    """Hands every result to each sink, in order; flushes them at end of stream.
+
+    Sinks fail alone: a sink that raises (disk full, closed pipe, a server gone) is reported
+    once, retried on the next results, and disabled after ``max_failures`` failures in a row,
+    while the other sinks keep working. Failures show in the stats and the run's summary.
+    """
 
     name = "sinks"
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    def __init__(self, sinks: Sequence[Sink], max_failures: int = 5) -> None:
         self.sinks = list(sinks)
+        self.max_failures = max_failures
         self._opened: list[Sink] = []
+        self.failures: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
+        self.disabled: list[str] = []
+        self._streak: dict[int, int] = {}
 
     def open(self) -> None:
         for sink in self.sinks:
             sink.open()
             self._opened.append(sink)
 
+    def _guard(self, sink: Sink, action: Callable[[], None]) -> None:
+        if id(sink) in self._streak and self._streak[id(sink)] < 0:
+            return  # disabled
+        try:
+            action()
+            self._streak[id(sink)] = 0
+        except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
+            streak = self._streak.get(id(sink), 0) + 1
+            self._streak[id(sink)] = streak
+            self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
+            message = str(exc) or type(exc).__name__
+            if self.errors.get(sink.name) != message:
+                log.error("sink '%s' failed: %s", sink.name, message)
+            self.errors[sink.name] = message
+            if streak >= self.max_failures:
+                self._streak[id(sink)] = -1
+                self.disabled.append(sink.name)
+                log.error("sink '%s' disabled after %d failures in a row; the other outputs continue", sink.name, streak)
+
     def process(self, item: Result) -> Result:
         for sink in self.sinks:
-            sink.write(item)
+            self._guard(sink, lambda sink=sink: sink.write(item))  # type: ignore[misc]
         return item
 
     def idle(self) -> None:
         for sink in self.sinks:
-            sink.idle()
+            self._guard(sink, sink.idle)
 
     def flush(self) -> None:
         for sink in self.sinks:
-            sink.flush()
+            self._guard(sink, sink.flush)
 
     def close(self) -> None:
-        errors = []
         for sink in reversed(self._opened):
             try:
                 sink.close()
             except Exception as exc:  # noqa: BLE001 - close every sink, then report
-                errors.append(exc)
+                self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
+                self.errors[sink.name] = str(exc)
+                log.error("closing sink '%s' failed: %s", sink.name, exc)
         self._opened.clear()
-        if errors:
-            raise errors[0]
+
+    def failure_lines(self) -> list[str]:
+        lines = []
+        for name, count in self.failures.items():
+            state = "disabled" if name in self.disabled else "recovered"
+            lines.append(f"output '{name}' failed {count} time(s), {state}: {self.errors.get(name)}")
+        return lines

@@ -43,6 +43,9 @@ class StageMeter:
         self.last_error: str | None = None
         self.state = "idle"
         self.last_progress = time.monotonic()
+        #: When the item being processed now was started; None while waiting for input.
+        self.busy_since: float | None = None
+        self.stalled_reported = False
         self._lock = threading.Lock()
         self._times_ms: collections.deque[float] = collections.deque(maxlen=_WINDOW)
         self._done_at: collections.deque[float] = collections.deque(maxlen=_WINDOW)
@@ -95,5 +98,5 @@ class StageMeter:
             p95_ms=round(p95, 3),
             last_error=self.last_error,
             state=self.state,
-            stalled_s=round(time.monotonic() - self.last_progress, 3),
+            stalled_s=round(time.monotonic() - self.busy_since, 3) if self.busy_since is not None else 0.0,
         )

@@ -145,3 +145,19 @@ def test_failed_open_closes_what_was_opened() -> None:
     with pytest.raises(OSError, match="cannot open"):
         p.open()
     assert a.closed
+
+
+def test_watchdog_reports_a_stuck_stage_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="streamer.pipeline")
+    stuck = Slow("decoder", delay_s=1.0)
+    p = Pipeline(CountingSource(3), [Slow("a"), stuck], stage_timeout_s=0.3)
+    p.start()
+    time.sleep(0.8)
+    row = next(s for s in p.stats() if s.name == "decoder")
+    assert row.state == "stalled" and row.stalled_s > 0.3
+    p.run()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("stage 'decoder' has made no progress" in m for m in messages)
+    assert not any("stage 'a'" in m for m in messages)

@@ -34,6 +34,37 @@ def _check_file(path: Path) -> None:
         raise SourceOpenError(f"{path}: file is empty (0 bytes)")
 
 
+def diagnose_container(path: Path) -> str:
+    """Why FFmpeg could not open ``path``, as far as its first bytes tell."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = path.stat().st_size
+            if len(head) >= 8 and head[4:8] in (b"ftyp", b"free", b"mdat", b"moov", b"wide"):
+                # An MP4/MOV: walk the top-level boxes looking for the index.
+                offset, boxes = 0, []
+                while offset + 8 <= size and len(boxes) < 1000:
+                    f.seek(offset)
+                    header = f.read(16)
+                    box_size = int.from_bytes(header[:4], "big")
+                    kind = header[4:8]
+                    if box_size == 1 and len(header) >= 16:
+                        box_size = int.from_bytes(header[8:16], "big")
+                    boxes.append(kind)
+                    if box_size < 8:
+                        break
+                    offset += box_size
+                if b"moov" not in boxes:
+                    return (
+                        "the MP4 index ('moov') is missing: the file is truncated or its recording was never "
+                        "finalized (no frame can be located without it)"
+                    )
+                return "the MP4 container is damaged"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    return "not a video file, or damaged"
+
+
 class VideoFileSource(Source):
     """Frames of a video file decoded by OpenCV's FFmpeg backend.
 
@@ -60,7 +91,7 @@ class VideoFileSource(Source):
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceOpenError(f"{self.path}: cannot open as a video (not a video file, or damaged)")
+            raise SourceOpenError(f"{self.path}: cannot open as a video ({diagnose_container(self.path)})")
         ok, image = cap.read()
         if not ok or image is None:
             cap.release()

@@ -1,0 +1,58 @@
+"""A failing output is reported and disabled while the others keep every frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamer.api import build_pipeline
+from streamer.sinks.base import Sink
+from streamer.sinks.jsonl import JsonlSink
+from streamer.stages import SinkStage
+from streamer.types import Result
+from tests.fakes import DelayModel
+
+
+class DiskFull(Sink):
+    name = "disk"
+
+    def __init__(self, fail_from: int, recover_at: int | None = None) -> None:
+        self.fail_from = fail_from
+        self.recover_at = recover_at
+        self.written = 0
+        self.calls = 0
+
+    def write(self, result: Result) -> None:
+        self.calls += 1
+        i = result.frame.index
+        if i >= self.fail_from and (self.recover_at is None or i < self.recover_at):
+            raise OSError(28, "No space left on device")
+        self.written += 1
+
+
+def run(bikes: Path, tmp_path: Path, failing: DiskFull, caplog: pytest.LogCaptureFixture) -> tuple[SinkStage, list[dict]]:  # type: ignore[type-arg]
+    jsonl = JsonlSink(tmp_path / "out.jsonl")
+    pipeline = build_pipeline(str(bikes), DelayModel(0.0), sinks=[failing, jsonl])
+    pipeline.run()
+    stage = next(s for s in pipeline.stages if isinstance(s, SinkStage))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    return stage, records
+
+
+def test_failing_sink_is_disabled_and_others_continue(bikes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    failing = DiskFull(fail_from=10)
+    stage, records = run(bikes, tmp_path, failing, caplog)
+    assert [r["frame"] for r in records] == list(range(250))
+    assert failing.written == 10 and failing.calls == 15  # 5 failures in a row, then disabled
+    assert stage.disabled == ["disk"]
+    assert stage.failure_lines() == ["output 'disk' failed 5 time(s), disabled: [Errno 28] No space left on device"]
+    assert sum("sink 'disk' failed" in r.getMessage() for r in caplog.records) == 1  # reported once
+
+
+def test_transient_failure_recovers(bikes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    failing = DiskFull(fail_from=10, recover_at=13)
+    stage, records = run(bikes, tmp_path, failing, caplog)
+    assert len(records) == 250 and failing.written == 247
+    assert stage.disabled == [] and "recovered" in stage.failure_lines()[0]

@@ -1,0 +1,67 @@
+"""Stopping with SIGINT/SIGTERM keeps everything already processed, playable and consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} is not playable"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+
+
+def wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_annotate_stop_keeps_a_consistent_playable_result(sig: signal.Signals, tmp_path: Path) -> None:
+    video, jsonl = tmp_path / "o.mp4", tmp_path / "o.jsonl"
+    proc = start(["annotate", "sample:bigbuckbunny", "-o", str(video), "--jsonl", str(jsonl)], tmp_path)
+    wait_for_lines(jsonl, 10, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig.value, err
+    lines = jsonl.read_text().splitlines()
+    assert 10 <= len(lines) < 132
+    assert count_frames(video) == len(lines)
+    assert f"stopped after {len(lines)} of 132 frames" in out
+    assert f"{sig.name} received" in err and "Traceback" not in err
+
+
+def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
+    jsonl = tmp_path / "o.jsonl"
+    proc = start(["annotate", "sample:bigbuckbunny", "-o", str(tmp_path / "o.mp4"), "--jsonl", str(jsonl)], tmp_path)
+    wait_for_lines(jsonl, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130
