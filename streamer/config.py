@@ -64,20 +64,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, origin: str = "<text>") -> dict[str, Any]:
+    """Parse pipeline YAML (safe subset only) into a mapping that remembers key lines."""
     try:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        where = f"{origin}:{mark.line + 1}" if mark is not None else origin
         raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{origin}: invalid YAML: {exc}") from None
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{origin}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
     if data is None:
-        raise ConfigError(f"{path}: the file is empty")
+        raise ConfigError(f"{origin}: the file is empty")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, but got {type(data).__name__}")
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, but got {type(data).__name__}")
     return data
 
 

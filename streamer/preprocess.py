@@ -62,7 +62,7 @@ def letterbox_params(
     )
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _pad_normalize_chw(resized: np.ndarray, top: int, left: int, out: np.ndarray) -> None:
     # out: (3, H, W) float32. resized: (h, w, 3) uint8 BGR placed at (top, left).
     _, out_h, out_w = out.shape

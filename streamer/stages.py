@@ -13,7 +13,7 @@ import numpy as np
 from streamer.models.base import Model
 from streamer.pipeline import Stage
 from streamer.postprocess import yolo
-from streamer.postprocess.classify import top_k
+from streamer.postprocess.decode import decode_classes, decode_detections
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status
 from streamer.sinks.base import Sink
@@ -171,28 +171,13 @@ class PostprocessStage(Stage):
         raw, lb = item.raw, item.letterbox
         assert raw is not None and lb is not None, "postprocess before inference"
         p = self.params
-        h, w = lb.source_hw
         if self._layout == "classify":
-            ids, probs = top_k(raw, p.top_k)
-            item.classes = Classifications(ids, probs)
+            item.classes = decode_classes(raw, p.top_k)
         else:
-            if self._layout == "v8":
-                boxes, scores, cls = yolo.postprocess_v8(
-                    raw, p.conf, p.iou, self._class_mask, p.agnostic, p.multi_label, p.max_det, p.max_nms,
-                    lb.scale, lb.pad_x, lb.pad_y, w, h,
-                )
-            elif self._layout == "v5":
-                boxes, scores, cls = yolo.postprocess_v5(
-                    raw, p.conf, p.iou, self._class_mask, p.agnostic, p.multi_label, p.max_det, p.max_nms,
-                    lb.scale, lb.pad_x, lb.pad_y, w, h,
-                )
-            elif self._layout == "end2end":
-                boxes, scores, cls = yolo.postprocess_end2end(
-                    raw, p.conf, self._class_mask, p.max_det, lb.scale, lb.pad_x, lb.pad_y, w, h
-                )
-            else:
-                raise ValueError(f"no decoder for output layout '{self._layout}'")
-            item.detections = Detections(boxes, scores, cls)
+            item.detections = decode_detections(
+                raw, self._layout, self._class_mask, lb, conf=p.conf, iou=p.iou, agnostic=p.agnostic,
+                multi_label=p.multi_label, max_det=p.max_det, max_nms=p.max_nms,
+            )
         item.raw = None
         item.names = self._names
         return item

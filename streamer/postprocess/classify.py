@@ -8,7 +8,7 @@ from streamer import _numba  # noqa: F401 - sets the Numba cache folder before n
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def to_probabilities(scores: np.ndarray) -> np.ndarray:
     """Softmax of ``scores`` (K,) unless they already are probabilities (in [0, 1], sum 1)."""
     k = scores.shape[0]
@@ -39,7 +39,7 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most probable classes of one output, best first (ties: lower id first)."""
     probs = to_probabilities(scores.ravel())

@@ -19,7 +19,7 @@ from streamer import _numba  # noqa: F401 - sets the Numba cache folder before n
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def iou_one(boxes: np.ndarray, i: int, j: int) -> np.float32:
     """IoU of rows ``i`` and ``j`` of ``boxes`` (N, 4) float32 xyxy, in float32."""
     zero = np.float32(0.0)
@@ -33,7 +33,7 @@ def iou_one(boxes: np.ndarray, i: int, j: int) -> np.float32:
     return inter / (area_i + area_j - inter)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def nms(
     boxes: np.ndarray,
     scores: np.ndarray,

@@ -29,14 +29,14 @@ MAX_NMS = 30000
 MAX_WH = 7680.0  # largest box side Ultralytics expects; kept for reference, not used (true per-class NMS)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` best scores, in input order (stable for ties)."""
     order = np.argsort(-scores, kind="mergesort")[:k]
     return np.sort(order)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def candidates_v8(
     out: np.ndarray, conf: float, class_mask: np.ndarray, multi_label: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ def candidates_v8(
     return boxes, scores, classes
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def candidates_v5(
     out: np.ndarray, conf: float, class_mask: np.ndarray, multi_label: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +155,7 @@ def candidates_v5(
     return boxes, scores[:n].copy(), classes[:n].copy()
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def candidates_end2end(out: np.ndarray, conf: float, class_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Select rows of one end-to-end output ``(N, 6)`` = ``x1, y1, x2, y2, score, class``."""
     n_rows = out.shape[0]
@@ -182,7 +182,7 @@ def candidates_end2end(out: np.ndarray, conf: float, class_mask: np.ndarray) -> 
     return boxes, scores, classes
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def scale_and_clip(boxes: np.ndarray, scale: float, pad_x: float, pad_y: float, width: int, height: int) -> None:
     """Map model-input boxes back to source pixels, in place: ``(x − pad) / scale``, clipped."""
     gain = np.float32(scale)
@@ -202,7 +202,7 @@ def scale_and_clip(boxes: np.ndarray, scale: float, pad_x: float, pad_y: float, 
             boxes[i, j] = v
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _finish(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -231,7 +231,7 @@ def _finish(
     return out_boxes, scores[keep], classes[keep]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def postprocess_v8(
     out: np.ndarray,
     conf: float,
@@ -252,7 +252,7 @@ def postprocess_v8(
     return _finish(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def postprocess_v5(
     out: np.ndarray,
     conf: float,
@@ -273,7 +273,7 @@ def postprocess_v5(
     return _finish(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def postprocess_end2end(
     out: np.ndarray,
     conf: float,
