@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""streamer's benchmark: every figure in one run, on one machine, as a table and JSON.
+
+    .venv/bin/python scripts/bench.py [--quick] [--json out/bench.json]
+                                      [--ultralytics-python /path/to/python-with-ultralytics]
+                                      [--no-live] [--no-monitor]
+
+Sections (ratios are only meaningful within one run on one machine):
+
+* model only: the model in a tight loop on a prepared bikes frame, per backend;
+* end to end: ``annotate`` on the sample clips (decode → encode), per-stage medians;
+* naive loop: one thread doing read, letterbox, infer, decode, draw, write on the same clip;
+* Ultralytics ``predict(stream=True)`` on the same model file and clip (when a Python with
+  ultralytics is given);
+* postprocess (decode + NMS) at conf 0.25 and 0.001 and at 1k/10k/30k candidates; letterbox
+  at 720p and 1080p, fused kernel vs the chain of full-size temporaries;
+* live: a 30 fps RTSP stream from a loopback server through streamer and through a naive
+  read-infer loop, latency over time (needs GStreamer's RTSP server, as in the tests);
+* monitor: four RTSP cameras in one process vs four separate single-camera processes;
+* memory: RSS over a 20 000-frame synthetic run; peak RSS;
+* GPU rows (fp32/fp16, batch 1 and 8) when CUDA is present, else "skipped".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from streamer import assets  # noqa: E402
+from streamer.config import from_dict  # noqa: E402
+from streamer.jobs import run_annotate  # noqa: E402
+from streamer.models import load_model  # noqa: E402
+from streamer.postprocess import yolo  # noqa: E402
+from streamer.preprocess import letterbox, letterbox_into, letterbox_params, letterbox_reference  # noqa: E402
+from streamer.render import draw_detections  # noqa: E402
+from streamer.types import Detections  # noqa: E402
+
+
+def median_ms(fn, repeat: int, warmup: int = 2) -> float:  # type: ignore[no-untyped-def]
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+def first_frame(clip: str) -> np.ndarray:
+    cap = cv2.VideoCapture(str(assets.sample_path(clip)))
+    ok, image = cap.read()
+    cap.release()
+    assert ok
+    return image
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def bench_model_only(backends: list[str], repeat: int) -> dict[str, Any]:
+    image = first_frame("sample:bikes")
+    x, _ = letterbox(image, 640)
+    out: dict[str, Any] = {}
+    for backend in backends:
+        try:
+            model = load_model("yolo11n", backend=backend, device="cpu")
+            model.ensure_open()
+        except Exception as exc:  # noqa: BLE001 - a backend that is not installed is reported, not fatal
+            out[backend] = {"error": str(exc)}
+            continue
+        batch = x[None]
+        ms = median_ms(lambda: model(batch), repeat)
+        out[backend] = {"ms": round(ms, 2), "fps": round(1000.0 / ms, 2), "input": list(batch.shape)}
+        model.ensure_closed()
+    return out
+
+
+def bench_annotate(clip: str, backend: str, tmp: Path) -> dict[str, Any]:
+    cfg = from_dict({
+        "job": "annotate", "source": clip, "model": {"backend": backend},
+        "output": {"video": str(tmp / f"{clip[7:]}.mp4"), "jsonl": str(tmp / f"{clip[7:]}.jsonl")},
+    })
+    summary = run_annotate(cfg, err=io.StringIO(), show_progress=False)
+    stages = next((line for line in summary.lines if line.startswith("stage times")), "")
+    return {"frames": summary.frames, "seconds": round(summary.seconds, 3), "fps": round(summary.fps, 2),
+            "stage_medians_ms": stages.split(": ", 1)[-1]}
+
+
+def bench_naive(clip: str, backend: str, tmp: Path) -> dict[str, Any]:
+    """Read, letterbox, infer, decode, draw and write in one thread, frame after frame."""
+    model = load_model("yolo11n", backend=backend, device="cpu")
+    model.ensure_open()
+    names = model.info.names
+    mask = np.ones(len(names), np.bool_)
+    cap = cv2.VideoCapture(str(assets.sample_path(clip)))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = None
+    frames = 0
+    t0 = time.perf_counter()
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        x, lb = letterbox(image, 640)
+        raw = model(x[None])[0]
+        h, w = lb.source_hw
+        boxes, scores, cls = yolo.postprocess_v8(raw, 0.25, 0.7, mask, False, False, 300, 30000,
+                                                 lb.scale, lb.pad_x, lb.pad_y, w, h)
+        draw_detections(image, Detections(boxes, scores, cls), names)
+        if writer is None:
+            writer = cv2.VideoWriter(str(tmp / "naive.mp4"), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"),
+                                     fps, (image.shape[1], image.shape[0]))
+        writer.write(image)
+        frames += 1
+    elapsed = time.perf_counter() - t0
+    cap.release()
+    if writer is not None:
+        writer.release()
+    model.ensure_closed()
+    return {"frames": frames, "seconds": round(elapsed, 3), "fps": round(frames / elapsed, 2)}
+
+
+_ULTRALYTICS_SNIPPET = r"""
+import json, sys, time
+from ultralytics import YOLO
+model_path, clip = sys.argv[1], sys.argv[2]
+model = YOLO(model_path, task="detect")
+t0 = time.perf_counter(); n = 0
+for r in model.predict(source=clip, stream=True, conf=0.25, iou=0.7, imgsz=640, verbose=False):
+    n += 1
+print(json.dumps({"frames": n, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def bench_ultralytics(python: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [python, "-c", _ULTRALYTICS_SNIPPET, str(assets.model_path("yolo11n")), str(assets.sample_path("sample:bikes"))],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ, YOLO_OFFLINE="1"),
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"frames": result["frames"], "seconds": round(result["seconds"], 3),
+            "fps": round(result["frames"] / result["seconds"], 2)}
+
+
+def bench_postprocess(backend: str, repeat: int) -> dict[str, Any]:
+    model = load_model("yolo11n", backend=backend, device="cpu")
+    model.ensure_open()
+    image = first_frame("sample:bikes")
+    x, lb = letterbox(image, 640)
+    raw = np.ascontiguousarray(model(x[None])[0])
+    model.ensure_closed()
+    mask = np.ones(80, np.bool_)
+    h, w = lb.source_hw
+    out: dict[str, Any] = {}
+    for conf in (0.25, 0.001):
+        best = raw[4:].max(axis=0)
+        candidates = int((best > conf).sum())
+        ms = median_ms(lambda conf=conf: yolo.postprocess_v8(raw, conf, 0.7, mask, False, False, 300, 30000,
+                                                             lb.scale, lb.pad_x, lb.pad_y, w, h), repeat)
+        out[f"real conf {conf}"] = {"candidates": candidates, "ms": round(ms, 3)}
+    rng = np.random.default_rng(0)
+    for n in (1_000, 10_000, 30_000):
+        synth = np.zeros((84, n), np.float32)
+        centres = rng.uniform(0, 640, (n // 20 + 1, 2))
+        c = centres[rng.integers(0, len(centres), n)] + rng.normal(0, 8, (n, 2))
+        synth[0], synth[1] = c[:, 0], c[:, 1]
+        synth[2:4] = rng.uniform(8, 120, (2, n))
+        synth[4 + rng.integers(0, 80, n), np.arange(n)] = rng.uniform(0.3, 1.0, n)
+        ms = median_ms(lambda synth=synth: yolo.postprocess_v8(synth, 0.25, 0.7, mask, False, False, 300, 30000,
+                                                               1.0, 0.0, 0.0, 640, 640), max(5, repeat // 4))
+        out[f"{n} candidates"] = {"candidates": n, "ms": round(ms, 3)}
+    return out
+
+
+def bench_letterbox(repeat: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        lb = letterbox_params((h, w), 640)
+        buf = np.empty((3, *lb.input_hw), np.float32)
+        fused = median_ms(lambda image=image, lb=lb, buf=buf: letterbox_into(image, lb, buf), repeat)
+        chain = median_ms(lambda image=image, lb=lb: letterbox_reference(image, lb), repeat)
+        out[name] = {"fused_ms": round(fused, 3), "temporaries_ms": round(chain, 3)}
+    return out
+
+
+def bench_memory(frames: int) -> dict[str, Any]:
+    """RSS over a lossless synthetic run: every frame through every stage (small imgsz)."""
+    import psutil
+
+    from streamer.api import build_pipeline
+    from streamer.pipeline import QueueConfig
+    from streamer.queues import Policy
+    from streamer.sinks.jsonl import JsonlSink
+    from streamer.sources.live import SyntheticSource
+
+    proc = psutil.Process()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = SyntheticSource(width=320, height=240, paced=False, limit=frames)
+        pipeline = build_pipeline(source, "yolo11n", imgsz=96, sinks=[JsonlSink(Path(tmp) / "m.jsonl")],
+                                  queue=QueueConfig(4, Policy.BLOCK))
+        pipeline.start()
+        baseline = None
+        peak = 0
+        t0 = time.perf_counter()
+        while pipeline.alive():
+            time.sleep(0.25)
+            rss = proc.memory_info().rss
+            peak = max(peak, rss)
+            if baseline is None and source.produced >= min(2000, frames // 10):
+                gc.collect()
+                baseline = proc.memory_info().rss
+        pipeline.run()
+        gc.collect()
+        end = proc.memory_info().rss
+        return {"frames": source.produced, "seconds": round(time.perf_counter() - t0, 1),
+                "rss_start_mb": round((baseline or end) / 2**20, 1), "rss_end_mb": round(end / 2**20, 1),
+                "growth_mb": round((end - (baseline or end)) / 2**20, 1)}
+
+
+def bench_gpu() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"status": "skipped: torch not installed"}
+    if not torch.cuda.is_available():
+        return {"status": "skipped: no CUDA device"}
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
+    for half in (False, True):
+        for batch in (1, 8):
+            try:
+                model = load_model("yolo11n", backend="torch", device="cuda")
+                if half:
+                    model.half = True  # type: ignore[attr-defined]
+                model.ensure_open()
+                x = np.random.rand(batch, 3, 640, 640).astype(np.float32)
+                ms = median_ms(lambda x=x: model(x), 30, warmup=5)
+                out[f"{'fp16' if half else 'fp32'} batch {batch}"] = {"ms": round(ms, 3), "fps": round(batch * 1000 / ms, 1)}
+                model.ensure_closed()
+            except Exception as exc:  # noqa: BLE001
+                out[f"{'fp16' if half else 'fp32'} batch {batch}"] = {"error": str(exc)[:200]}
+    return out
+
+
+# ----------------------------------------------------------------------------- live + monitor
+
+
+def _rtsp_server(mounts: dict[str, str], fps: int | None = None):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(ROOT))
+    from tests.rtsp import RtspServer
+
+    return RtspServer(mounts=mounts, fps=fps)
+
+
+def bench_live(seconds: float, imgsz: int) -> dict[str, Any]:
+    """A 30 fps RTSP stream, a model slower than the frame period: streamer vs a naive loop.
+
+    Latency is measured on the stream's own clock: frame k left the server about k/fps after
+    frame 0 arrived, so latency(k) = when its result is ready − (arrival of frame 0 + k/fps).
+    """
+    from streamer.api import build_pipeline
+    from streamer.sinks.base import Sink
+    from streamer.sources.live import StreamSource
+
+    clip = str(assets.sample_path("sample:bikes"))
+    fps = 30.0
+    results: dict[str, Any] = {"stream_fps": fps, "imgsz": imgsz, "seconds": seconds}
+    with _rtsp_server({"cam": clip}, fps=int(fps)) as server:
+        url = server.url("cam")
+
+        class Recorder(Sink):
+            def __init__(self) -> None:
+                self.rows: list[tuple[int, float, float]] = []
+
+            def write(self, result) -> None:  # type: ignore[no-untyped-def]
+                self.rows.append((result.frame.index, result.frame.captured_at, time.monotonic()))
+
+        model = load_model("yolo11n")
+        rec = Recorder()
+        pipeline = build_pipeline(StreamSource(url), model, imgsz=imgsz, sinks=[rec])
+        pipeline.start()
+        time.sleep(seconds)
+        pipeline.stop()
+        pipeline.join(10)
+        pipeline.close()
+        k0, cap0, _ = rec.rows[0]
+        t_first = cap0 - k0 / fps
+        ours = [(done - (t_first + k / fps)) * 1000 for k, _, done in rec.rows]
+        done_t = [done - rec.rows[0][2] for _, _, done in rec.rows]
+        results["streamer"] = _latency_summary(ours, done_t, seconds, pipeline.dropped + getattr(pipeline.source, "dropped", 0))
+
+        model = load_model("yolo11n")
+        model.ensure_open()
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        mask = np.ones(80, np.bool_)
+        rows: list[tuple[int, float]] = []
+        t_start = time.monotonic()
+        t_first = None
+        k = 0
+        while time.monotonic() - t_start < seconds:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if t_first is None:
+                t_first = time.monotonic()
+            x, lb = letterbox(image, imgsz)
+            raw = model(x[None])[0]
+            h, w = lb.source_hw
+            yolo.postprocess_v8(raw, 0.25, 0.7, mask, False, False, 300, 30000, lb.scale, lb.pad_x, lb.pad_y, w, h)
+            rows.append((k, time.monotonic()))
+            k += 1
+        cap.release()
+        model.ensure_closed()
+        assert t_first is not None
+        naive = [(done - (t_first + k / fps)) * 1000 for k, done in rows]
+        results["naive"] = _latency_summary(naive, [d - rows[0][1] for _, d in rows], seconds, 0)
+    return results
+
+
+def _latency_summary(lat_ms: list[float], t: list[float], seconds: float, dropped: int) -> dict[str, Any]:
+    arr, tt = np.array(lat_ms), np.array(t)
+    first = arr[tt <= 10]
+    last = arr[tt >= tt[-1] - 10]
+    return {"frames": len(arr), "dropped": int(dropped), "p50_ms": round(float(np.median(arr)), 1),
+            "p95_ms": round(float(np.percentile(arr, 95)), 1),
+            "first_10s_median_ms": round(float(np.median(first)), 1),
+            "last_10s_median_ms": round(float(np.median(last)), 1)}
+
+
+def _count_lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def bench_monitor(seconds: float) -> dict[str, Any]:
+    """Four cameras: one monitor process (batched) vs four separate watch processes."""
+    clip = str(assets.sample_path("sample:bikes"))
+    names = ["cam1", "cam2", "cam3", "cam4"]
+    out: dict[str, Any] = {"seconds": seconds}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with _rtsp_server({n: clip for n in names}) as server, tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        cfg = {"cameras": {n: {"url": server.url(n), "jsonl": str(t / f"m-{n}.jsonl")} for n in names},
+               "dashboard": {"enabled": False}, "events": {"path": None}, "output": {"status_interval_s": 1000}}
+        (t / "mon.yaml").write_text(json.dumps(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "streamer", "monitor", str(t / "mon.yaml")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
+        _measure_window(lambda: sum(_count_lines(t / f"m-{n}.jsonl") for n in names), seconds, out, "one_process")
+        proc.send_signal(2)
+        stdout, _ = proc.communicate(timeout=60)
+        batch = [line for line in stdout.splitlines() if line.startswith("model:")]
+        out["one_process"]["batch_line"] = batch[-1] if batch else None
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "streamer", "watch", server.url(n), "--no-window",
+                              "--jsonl", str(t / f"s-{n}.jsonl"), "--status-interval", "1000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)
+            for n in names
+        ]
+        _measure_window(lambda: sum(_count_lines(t / f"s-{n}.jsonl") for n in names), seconds, out, "four_processes")
+        for p in procs:
+            p.send_signal(2)
+        for p in procs:
+            p.communicate(timeout=60)
+    out["ratio"] = round(out["one_process"]["fps"] / max(out["four_processes"]["fps"], 1e-9), 2)
+    return out
+
+
+def _measure_window(count, seconds: float, out: dict[str, Any], key: str) -> None:  # type: ignore[no-untyped-def]
+    # Skip start-up (model load, connect): measure from the first processed frames on.
+    deadline = time.monotonic() + 120
+    while count() < 8 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # JSONL flushes once a second
+    c0, t0 = count(), time.monotonic()
+    time.sleep(seconds)
+    c1, t1 = count(), time.monotonic()
+    out[key] = {"frames": c1 - c0, "fps": round((c1 - c0) / (t1 - t0), 2)}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter live runs")
+    parser.add_argument("--json", default="out/bench.json")
+    parser.add_argument("--ultralytics-python", default=None, help="a Python with ultralytics installed")
+    parser.add_argument("--no-live", action="store_true")
+    parser.add_argument("--no-monitor", action="store_true")
+    parser.add_argument("--memory-frames", type=int, default=20_000)
+    args = parser.parse_args()
+    repeat = 10 if args.quick else 40
+    report: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine()},
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    backends = ["onnxruntime", "torch"]
+    t_all = time.perf_counter()
+    report["model_only"] = bench_model_only(backends, repeat)
+    ok = {b: v for b, v in report["model_only"].items() if "fps" in v}
+    best = max(ok, key=lambda b: ok[b]["fps"])
+    report["best_cpu_backend"] = best
+    with tempfile.TemporaryDirectory() as tmp:
+        report["annotate"] = {c: bench_annotate(c, "auto", Path(tmp)) for c in
+                              ("sample:bikes", "sample:carphone", "sample:bigbuckbunny")}
+        report["naive"] = bench_naive("sample:bikes", "auto", Path(tmp))
+    if args.ultralytics_python:
+        report["ultralytics"] = bench_ultralytics(args.ultralytics_python)
+    report["postprocess"] = bench_postprocess("onnxruntime", repeat * 5)
+    report["letterbox"] = bench_letterbox(repeat)
+    report["gpu"] = bench_gpu()
+    if not args.no_live:
+        try:
+            report["live"] = bench_live(20.0 if args.quick else 60.0, imgsz=960)
+        except Exception as exc:  # noqa: BLE001 - needs GStreamer; reported, not fatal
+            report["live"] = {"error": str(exc)[:300]}
+    if not args.no_monitor:
+        try:
+            report["monitor"] = bench_monitor(15.0 if args.quick else 30.0)
+        except Exception as exc:  # noqa: BLE001
+            report["monitor"] = {"error": str(exc)[:300]}
+    report["memory"] = bench_memory(args.memory_frames)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["bench_seconds"] = round(time.perf_counter() - t_all, 1)
+    model_fps = report["model_only"][best]["fps"]
+    e2e = report["annotate"]["sample:bikes"]["fps"]
+    report["ratios"] = {
+        "e2e_over_model_only": round(e2e / model_fps, 3),
+        "e2e_over_naive": round(e2e / report["naive"]["fps"], 3),
+    }
+    if "fps" in report.get("ultralytics", {}):
+        report["ratios"]["e2e_over_ultralytics"] = round(e2e / report["ultralytics"]["fps"], 3)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"machine: {m['processor']}, {m['cpus']} cores, {m['platform']}, Python {m['python']}  ({r['time']})")
+    print("\n| what | figure |\n|---|---|")
+    for backend, v in r["model_only"].items():
+        print(f"| model only, yolo11n 640x288, {backend} | " + (f"{v['ms']} ms ({v['fps']} fps)" if "fps" in v else v["error"]) + " |")
+    print(f"| fastest CPU backend | {r['best_cpu_backend']} |")
+    for clip, v in r["annotate"].items():
+        print(f"| annotate {clip}: end to end | {v['fps']} fps ({v['frames']} frames) |")
+        print(f"| annotate {clip}: stage medians (ms) | {v['stage_medians_ms']} |")
+    print(f"| naive single-thread loop, bikes | {r['naive']['fps']} fps |")
+    if "ultralytics" in r:
+        u = r["ultralytics"]
+        print("| Ultralytics predict(stream=True), bikes | " + (f"{u['fps']} fps" if "fps" in u else u["error"]) + " |")
+    for k, v in r["ratios"].items():
+        print(f"| ratio {k.replace('_', ' ')} | {v} |")
+    for k, v in r["postprocess"].items():
+        print(f"| decode + NMS, {k} ({v['candidates']} candidates) | {v['ms']} ms |")
+    for k, v in r["letterbox"].items():
+        print(f"| letterbox {k}: fused / temporaries | {v['fused_ms']} / {v['temporaries_ms']} ms |")
+    g = r["gpu"]
+    if "status" in g:
+        print(f"| GPU fp32/fp16 at batch 1 and 8 | {g['status']} |")
+    else:
+        for k, v in g.items():
+            if k != "device":
+                print(f"| GPU {g['device']} {k} | " + (f"{v['ms']} ms ({v['fps']} img/s)" if "ms" in v else v["error"]) + " |")
+    if "live" in r:
+        lv = r["live"]
+        if "error" in lv:
+            print(f"| live RTSP | {lv['error']} |")
+        else:
+            for who in ("streamer", "naive"):
+                v = lv[who]
+                print(f"| live RTSP 30 fps, imgsz {lv['imgsz']}, {who}: latency p50/p95, first 10 s -> last 10 s | "
+                      f"{v['p50_ms']} / {v['p95_ms']} ms, {v['first_10s_median_ms']} -> {v['last_10s_median_ms']} ms, "
+                      f"{v['frames']} frames, {v['dropped']} dropped |")
+    if "monitor" in r:
+        mo = r["monitor"]
+        if "error" in mo:
+            print(f"| monitor 4 cameras | {mo['error']} |")
+        else:
+            print(f"| 4 RTSP cameras, one process (batched) | {mo['one_process']['fps']} fps in total; "
+                  f"{mo['one_process'].get('batch_line')} |")
+            print(f"| 4 RTSP cameras, four processes | {mo['four_processes']['fps']} fps in total |")
+            print(f"| ratio one process / four | {mo['ratio']} |")
+    me = r["memory"]
+    print(f"| RSS over {me['frames']} synthetic frames | {me['rss_start_mb']} -> {me['rss_end_mb']} MB "
+          f"({me['growth_mb']:+} MB) |")
+    print(f"| peak RSS | {r['peak_rss_mb']} MB |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
