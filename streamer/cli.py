@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="yolo11n", help="built-in model name or model file (default: yolo11n)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime (default: auto)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime or torch (default: auto: ONNX Runtime on CPU, torch on GPU)")
+    p.add_argument("--half", action="store_true", help="fp16 inference on CUDA (torch backend)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default: 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default: 0.7)")
@@ -96,7 +97,7 @@ def _annotate_config(args: argparse.Namespace) -> Any:
         "source": args.source,
         "model": {
             "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
-            "rect": not args.square, "batch": args.batch, "threads": args.threads,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
         },
         "detect": {
             "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
@@ -115,7 +116,7 @@ def _watch_config(args: argparse.Namespace) -> Any:
         "source": args.source,
         "model": {
             "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
-            "rect": not args.square, "batch": args.batch, "threads": args.threads,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
         },
         "detect": {
             "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,

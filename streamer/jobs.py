@@ -133,7 +133,8 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
-    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads)
+    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
+                       half=cfg.model.half)
     video = VideoSink(cfg.output.video) if cfg.output.video else None
     sinks: list[Sink] = []
     if video is not None:
@@ -266,7 +267,8 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads)
+    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
+                       half=cfg.model.half)
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True) if cfg.output.video else None
     if video is not None:

@@ -114,7 +114,7 @@ class Monitor:
             raise ConfigError("every camera is disabled")
         names = list(self.cameras)
         self.model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device,
-                                threads=cfg.model.threads)
+                                threads=cfg.model.threads, half=cfg.model.half)
         per_camera: dict[str, list[Sink]] = {name: [] for name in names}
         for name in names:
             cam = cfg.cameras[name]

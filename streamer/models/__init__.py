@@ -11,7 +11,7 @@ from streamer.models.base import Model, ModelInfo
 
 __all__ = ["BACKENDS", "Model", "ModelInfo", "load_model", "resolve_device", "resolve_model_path"]
 
-BACKENDS = ("auto", "onnxruntime")
+BACKENDS = ("auto", "onnxruntime", "torch")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -47,16 +47,41 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def load_model(model: str, *, backend: str = "auto", device: str = "auto", threads: int | None = None) -> Model:
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def pick_backend(suffix: str, device: str) -> str:
+    """``auto``: ONNX files run on ONNX Runtime on the CPU (about 2x faster than eager PyTorch
+    for YOLO11n on 2 cores: 33-44 ms vs 65-69 ms per 640x288 frame) and natively in PyTorch
+    on CUDA/MPS (fp16, channels_last, no ONNX Runtime GPU build needed)."""
+    if suffix == ".onnx":
+        if device == "cpu" and _has_onnxruntime():
+            return "onnxruntime"
+        return "torch"
+    return "torch"
+
+
+def load_model(
+    model: str, *, backend: str = "auto", device: str = "auto", threads: int | None = None, half: bool = False
+) -> Model:
     """Build (but do not open) the model named ``model`` on ``backend``."""
     if backend not in BACKENDS:
         raise ConfigError(f"invalid backend '{backend}', expecting one of {list(BACKENDS)}")
     path, licence = resolve_model_path(model)
     device = resolve_device(device)
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix not in (".onnx",):
+        raise ModelError(f"{path}: unsupported model file type '{suffix or path.name}', expecting one of ['.onnx']")
+    chosen = pick_backend(suffix, device) if backend == "auto" else backend
+    if chosen == "onnxruntime":
         from streamer.models.onnx import OnnxRuntimeModel
 
-        ort_device = device if device.startswith("cuda") else "cpu"
-        return OnnxRuntimeModel(path, device=ort_device, threads=threads, licence=licence)
-    raise ModelError(f"{path}: unsupported model file type '{suffix or path.name}', expecting one of ['.onnx']")
+        if device == "mps":
+            raise ConfigError("ONNX Runtime has no MPS device here: use --backend torch or --device cpu")
+        return OnnxRuntimeModel(path, device=device, threads=threads, licence=licence)
+    from streamer.models.torch_yolo import TorchYoloModel
+
+    return TorchYoloModel(path, device=device, threads=threads, half=half, licence=licence)

@@ -1,0 +1,180 @@
+"""YOLOv8 / YOLO11 detectors run natively in PyTorch, weights taken from an Ultralytics ONNX export.
+
+The network is rebuilt by :mod:`streamer.models.yolo_arch` from the export's initializers,
+so the same file serves ONNX Runtime and PyTorch; PyTorch brings CUDA, fp16 and
+``channels_last`` without an ONNX Runtime GPU build.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamer.errors import ModelError
+from streamer.models.base import Model, ModelInfo, default_threads
+from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
+
+log = logging.getLogger(__name__)
+
+_DEVICES = ["cpu", "cuda", "cuda:N", "mps"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def read_onnx_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Initializers (name -> array) and ``metadata_props`` (key -> value) of an ONNX file."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ModelError(
+            "the torch backend reads weights from ONNX files and needs the onnx package: run `pip install onnx`"
+        ) from None
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise several unrelated types for a bad file
+        raise ModelError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
+    if not proto.graph.node and not proto.graph.initializer:
+        raise ModelError(f"{path}: not a loadable ONNX model (it has no graph)")
+    try:
+        base = str(path.parent)
+        weights = {init.name: numpy_helper.to_array(init, base_dir=base) for init in proto.graph.initializer}
+    except Exception as exc:  # noqa: BLE001 - missing external data files, unsupported dtypes
+        raise ModelError(f"{path}: cannot read the model's weights ({_first_line(exc)})") from None
+    return weights, {p.key: p.value for p in proto.metadata_props}
+
+
+class TorchYoloModel(Model):
+    """A YOLOv8 / YOLO11 ONNX export run as a native PyTorch module.
+
+    ``device``: 'cpu', 'cuda', 'cuda:N' or 'mps'. ``half`` runs fp16 on CUDA (ignored, with
+    a warning, elsewhere: on CPU fp16 convolutions are slower than fp32). ``threads`` sets
+    PyTorch's intra-op pool on CPU, which is process-wide. Input sizes are free (multiples of
+    32), any batch; the output is always float32 ``(B, 4 + nc, A)``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        half: bool = False,
+        licence: str = "",
+    ) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.half = half
+        self._licence = licence
+        self._net: YoloDetectionModel | None = None
+        self._device = torch.device("cpu")
+        self._dtype = torch.float32
+
+    @property
+    def network(self) -> YoloDetectionModel:
+        """The loaded module (after ``open()``)."""
+        if self._net is None:
+            raise RuntimeError(f"{self.path}: model is not open")
+        return self._net
+
+    def _pick_device(self) -> torch.device:
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ModelError(f"unknown device '{self.device}', expecting one of {_DEVICES}") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ModelError(
+                    f"device '{self.device}' needs a CUDA build of PyTorch and a visible GPU, but "
+                    f"torch {torch.__version__} sees none; use --device cpu"
+                )
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise ModelError(f"device '{self.device}' does not exist: {torch.cuda.device_count()} GPU(s) visible")
+        elif device.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise ModelError(f"device '{self.device}' is unavailable to torch {torch.__version__}; use cpu")
+        elif device.type != "cpu":
+            raise ModelError(f"unsupported device '{self.device}', expecting one of {_DEVICES}")
+        return device
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file")
+        device = self._pick_device()
+        weights, meta = read_onnx_weights(self.path)
+        net = build_from_initializers(weights, meta, where=str(self.path))
+        del weights
+        dtype = torch.float32
+        if device.type == "cuda":
+            if self.half:
+                dtype = torch.float16
+            net = net.to(device=device, dtype=dtype)
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
+        else:
+            if self.half:
+                log.warning("%s: half precision needs a CUDA device; running fp32 on %s", self.path, device)
+            net = net.to(device)
+            if device.type == "cpu":
+                torch.set_num_threads(self.threads or default_threads())
+        net.eval().requires_grad_(False)
+        self._net, self._device, self._dtype = net, device, dtype
+        height, width = net.imgsz
+        try:
+            raw = self._run(torch.zeros((1, 3, height, width)))
+        except RuntimeError as exc:
+            self._net = None
+            raise ModelError(f"{self.path}: model failed on a {width}x{height} input: {_first_line(exc)}") from None
+        expected = (1, 4 + net.nc)
+        if raw.shape[:2] != expected:
+            self._net = None
+            raise ModelError(f"{self.path}: output shape {raw.shape}, expected (1, {4 + net.nc}, A)")
+        stride_text = meta.get("stride", "")
+        stride = int(stride_text) if stride_text.isdigit() else net.stride
+        self.info = ModelInfo(
+            path=str(self.path),
+            backend="torch",
+            device=str(device),
+            task="detect",
+            layout="v8",
+            names=net.names,
+            imgsz=net.imgsz,
+            stride=stride,
+            dynamic=True,
+            max_batch=None,
+            licence=self._licence or meta.get("license", ""),
+        )
+        precision = str(dtype).removeprefix("torch.")
+        log.info("%s: %s detector, %d classes, on %s (%s)", self.path, net.version, net.nc, device, precision)
+
+    def _run(self, batch: torch.Tensor) -> np.ndarray:
+        net = self.network
+        x = batch.to(device=self._device, dtype=self._dtype, non_blocking=True)
+        if self._device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = net(x)
+        return out.float().cpu().numpy()
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Run (B, 3, H, W) float in [0, 1], RGB (NumPy, or a tensor on any device); H, W multiples of 32.
+
+        Returns float32 (B, 4 + nc, A) as a NumPy array.
+        """
+        shape = tuple(batch.shape)
+        stride = self.network.stride
+        if len(shape) != 4 or shape[1] != 3 or shape[2] % stride or shape[3] % stride:
+            raise ValueError(f"batch must be (B, 3, H, W) with H and W multiples of {stride}, but got shape {shape}")
+        if isinstance(batch, torch.Tensor):
+            return self._run(batch)
+        return self._run(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+
+    def close(self) -> None:
+        self._net = None
