@@ -39,7 +39,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agnostic-nms", action="store_true", help="suppress overlapping boxes across classes")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per frame (default: 300)")
     p.add_argument("--batch", type=int, default=1, help="frames per model call (default: 1)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores - 1 on small machines)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores up to 4)")
+    p.add_argument("--task", default="auto", choices=["auto", "detect", "classify"],
+                   help="insist on a task (default: what the model's output says)")
+    p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (replaces the model's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the file (repeatable)")
 
+    sub.add_parser("models", help="list the built-in models")
+
     run = sub.add_parser("run", help="run a pipeline file")
     run.add_argument("pipeline", help="pipeline YAML file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -89,8 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _annotate_config(args: argparse.Namespace) -> Any:
     from streamer.config import from_dict
 
+    from streamer.sources.file import IMAGE_SUFFIXES
+
     name = Path(args.source.removeprefix("sample:")).stem or "output"
-    video = None if args.no_video else (args.output or f"out/{name}.mp4")
+    path = Path(args.source)
+    images = not args.source.startswith("sample:") and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
+    video = None if args.no_video or images else (args.output or f"out/{name}.mp4")
+    image_dir = (args.output or f"out/{name}_annotated") if images and not args.no_video else None
     jsonl = args.jsonl or f"out/{name}.jsonl"
     data = {
         "job": "annotate",
@@ -98,12 +108,13 @@ def _annotate_config(args: argparse.Namespace) -> Any:
         "model": {
             "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
             "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
+            "task": args.task, "labels": args.labels,
         },
         "detect": {
             "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
             "max_det": args.max_det,
         },
-        "output": {"video": video, "jsonl": jsonl},
+        "output": {"video": video, "jsonl": jsonl, "images": image_dir},
     }
     return from_dict(data)
 
@@ -117,6 +128,7 @@ def _watch_config(args: argparse.Namespace) -> Any:
         "model": {
             "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
             "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
+            "task": args.task, "labels": args.labels,
         },
         "detect": {
             "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
@@ -163,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             return _run_job(_annotate_config(args), not args.no_progress)
         if args.command == "watch":
             return _run_job(_watch_config(args))
+        if args.command == "models":
+            from streamer.models import describe_builtin_models
+
+            for row in describe_builtin_models():
+                print(f"{row['name']}: {row['description']}")
+                print(f"  task {row['task']}, {row['classes']} classes, input {row['input']}")
+                print(f"  package {row['package']}, licence {row['licence']}")
+                print(f"  file {row['status']}")
+            return 0
         if args.command == "monitor":
             from streamer.config import load
 

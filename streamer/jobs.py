@@ -19,15 +19,17 @@ from collections.abc import Callable
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.models import load_model
+from streamer.models import configure, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.progress import Progress, format_duration
 from streamer.queues import Policy
 from streamer.sinks.base import Sink
+from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
 from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
+from streamer.sources.file import ImageSource
 from streamer.sources.live import CameraSource, LiveSource
 from streamer.stages import DetectParams
 from streamer.types import Result
@@ -133,12 +135,18 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
-    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
-                       half=cfg.model.half)
-    video = VideoSink(cfg.output.video) if cfg.output.video else None
+    model = configure(
+        load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
+                   half=cfg.model.half),
+        task=cfg.model.task, labels=cfg.model.labels,
+    )
+    images = isinstance(source, ImageSource)
+    video = VideoSink(cfg.output.video) if cfg.output.video and not images else None
     sinks: list[Sink] = []
     if video is not None:
         sinks.append(video)
+    if images and cfg.output.images:
+        sinks.append(ImageFolderSink(cfg.output.images))
     if cfg.output.jsonl:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
@@ -160,6 +168,11 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         + (f" ({total} frames" + (f", {source.fps:g} fps)" if source.fps else ")") if total else "")
         + f" with {Path(info.path).name} [{info.backend}, {info.device}]\n"
     )
+    if images:
+        # One line per image says what it is; a progress bar would only repeat that.
+        console = ConsoleSink(total)
+        pipeline.stages[-1].sinks.append(console)  # type: ignore[attr-defined]
+        show_progress = False
     progress = Progress(total, stream=err) if show_progress else None
     started = time.monotonic()
     with StopOnSignal(pipeline, err) as stopper:
@@ -267,8 +280,11 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
-                       half=cfg.model.half)
+    model = configure(
+        load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
+                   half=cfg.model.half),
+        task=cfg.model.task, labels=cfg.model.labels,
+    )
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True) if cfg.output.video else None
     if video is not None:

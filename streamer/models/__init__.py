@@ -9,7 +9,7 @@ from streamer import assets
 from streamer.errors import ConfigError, ModelError
 from streamer.models.base import Model, ModelInfo
 
-__all__ = ["BACKENDS", "Model", "ModelInfo", "load_model", "resolve_device", "resolve_model_path"]
+__all__ = ["BACKENDS", "Model", "ModelInfo", "load_labels", "load_model", "resolve_device", "resolve_model_path"]
 
 BACKENDS = ("auto", "onnxruntime", "torch")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -85,3 +85,55 @@ def load_model(
     from streamer.models.torch_yolo import TorchYoloModel
 
     return TorchYoloModel(path, device=device, threads=threads, half=half, licence=licence)
+
+
+def load_labels(path: str | Path) -> tuple[str, ...]:
+    """Class names from a text file, one per line (blank lines and ``#`` comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such labels file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read labels: {exc}") from None
+    names = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not names:
+        raise ConfigError(f"{p}: the labels file has no names")
+    return names
+
+
+def configure(model: Model, *, task: str = "auto", labels: str | None = None) -> Model:
+    """Apply a task check and a labels file to a model before it opens."""
+    model.expected_task = task
+    if labels:
+        model.override_names = load_labels(labels)
+    return model
+
+
+def describe_builtin_models() -> list[dict[str, str]]:
+    """One row per built-in model: name, package, task, classes, input size, licence."""
+    from streamer.errors import AssetError
+    from streamer.models.base import parse_imgsz, parse_names
+
+    rows = []
+    for name, asset in assets.MODELS.items():
+        row = {"name": name, "package": asset.distribution, "licence": asset.licence, "description": asset.description}
+        try:
+            path = assets.locate(asset)
+        except AssetError:
+            row.update(task="?", classes="?", input="?", status=f"not installed: {asset.install_command}")
+            rows.append(row)
+            continue
+        meta: dict[str, str] = {}
+        try:
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            meta = {p.key: p.value for p in proto.metadata_props}
+        except Exception:  # noqa: BLE001 - the listing still shows what is known
+            pass
+        h, w = parse_imgsz(meta.get("imgsz"))
+        row.update(task=meta.get("task", "detect"), classes=str(len(parse_names(meta.get("names")))),
+                   input=f"{w}x{h} (any multiple of 32)", status=str(path))
+        rows.append(row)
+    return rows

@@ -60,11 +60,25 @@ class Model(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    #: Class names that replace the model's own (``--labels FILE``), applied at open.
+    override_names: tuple[str, ...] | None = None
+    #: ``detect`` or ``classify`` to insist on a task; ``auto`` accepts what the model is.
+    expected_task: str = "auto"
+
     def ensure_open(self) -> None:
         """Open once, however many stages share this model."""
         if not getattr(self, "_is_open", False):
             self.open()
             self._is_open = True
+            info = self.info
+            if self.expected_task != "auto" and info.task != self.expected_task:
+                self.ensure_closed()
+                raise ModelError(
+                    f"{info.path}: the model is a {info.task} model (output layout '{info.layout}'), "
+                    f"but the task asked for is '{self.expected_task}'"
+                )
+            if self.override_names is not None:
+                self.info = info.with_(names=self.override_names)
 
     def ensure_closed(self) -> None:
         if getattr(self, "_is_open", False):

@@ -75,10 +75,10 @@ def test_window_shows_boxes_and_q_quits(xvfb: str, bikes: Path, tmp_path: Path) 
             time.sleep(0.5)
         time.sleep(1.0)
         shot = screenshot(xvfb, tmp_path / "root.png")
-        # Label backgrounds are filled with the class colour exactly; cars are on most frames.
-        car = np.array(class_colour(2), np.uint8)
-        car_pixels = int(np.all(shot == car, axis=2).sum())
-        assert car_pixels > 150, f"only {car_pixels} car-coloured pixels on screen"
+        # Label backgrounds are filled with their class colour exactly (cars, people, bicycles are on
+        # most frames); the raw frames have almost no pixels of exactly these colours.
+        drawn = sum(int(np.all(shot == np.array(class_colour(c), np.uint8), axis=2).sum()) for c in range(20))
+        assert drawn > 60, f"only {drawn} label-coloured pixels on screen"
         # The picture itself is on screen: the top-left 640x272 area is not blank.
         assert shot[:272, :640].std() > 20
         subprocess.run(["xdotool", "key", "--window", window, "q"], env=env, check=True)
