@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from streamer.models import Model, load_model
 from streamer.pipeline import Pipeline, QueueConfig
+from streamer.postprocess.anchors import AnchorConfig
 from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
@@ -42,6 +43,7 @@ def build_pipeline(
     output: bool = False,
     queue: QueueConfig | None = None,
     stage_timeout_s: float | None = 30.0,
+    anchors: AnchorConfig | None = None,
 ) -> Pipeline:
     """Compose source → preprocess → infer → postprocess → [render] → [sinks].
 
@@ -56,13 +58,16 @@ def build_pipeline(
         rect, batch = model.rect, model.batch
         model = load_model(model.name, backend=model.backend, device=model.device, threads=model.threads)
     configure_threads(getattr(model, "threads", None))
+    if anchors is not None:
+        # Anchors sit on a fixed input size: letterbox to exactly that size.
+        imgsz, rect = anchors.input_hw, False  # type: ignore[assignment]
     stages = [
         PreprocessStage(model, imgsz=imgsz, rect=rect),
         # Files: a batch waits up to 50 ms to fill (nothing is lost, throughput wins). Live:
         # only frames already waiting join a batch unless a timeout is given (monitoring).
         InferStage(model, batch_size=batch,
                    batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05)),
-        PostprocessStage(model, params or DetectParams()),
+        PostprocessStage(model, params or DetectParams(), anchors=anchors),
     ]
     if render is None:
         render = any(s.needs_render for s in sinks)

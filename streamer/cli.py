@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="yolo11n", help="built-in model name or model file (default: yolo11n)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime or torch (default: auto: ONNX Runtime on CPU, torch on GPU)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or torchscript (default: auto: ONNX Runtime on CPU, torch on GPU)")
     p.add_argument("--half", action="store_true", help="fp16 inference on CUDA (torch backend)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default: 0.25)")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from streamer.errors import ConfigError
+from streamer.postprocess.anchors import AnchorConfig
 
 # --------------------------------------------------------------------------- YAML with lines
 
@@ -109,6 +110,9 @@ class ModelConfig:
     half: bool = False
     task: str = "auto"
     labels: str | None = None
+    #: SSD-style anchor head (see streamer.postprocess.anchors); its output is decoded
+    #: against these anchors instead of being read as a YOLO layout.
+    anchors: AnchorConfig | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "model.name must not be empty")
@@ -327,6 +331,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        concrete = [a for a in args if a is not type(None)]
+        if len(concrete) == 1:
+            return _convert(value, concrete[0], where)  # its own, more specific message
         errors = []
         for arg in args:
             if arg is type(None):

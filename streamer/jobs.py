@@ -156,7 +156,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
     pipeline = build_pipeline(
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=cfg.model.batch or 1, sinks=sinks, queue=queue, stage_timeout_s=cfg.stage_timeout_s,
+        batch=cfg.model.batch or 1, sinks=sinks, queue=queue, stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
     pipeline.open()
     if video is not None and source.fps:
@@ -299,7 +299,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=cfg.model.batch or 1, sinks=sinks, render=window is not None or video is not None,
         render_status=_overlay_lines(ref), output=window is not None, queue=queue,
-        stage_timeout_s=cfg.stage_timeout_s,
+        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
     ref.append(pipeline)
     pipeline.open()

@@ -146,7 +146,7 @@ class Monitor:
         self.pipeline: Pipeline = build_pipeline(
             self.source, self.model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
             batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, sinks=sinks,
-            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s,
+            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
         )
         self.started_at = time.monotonic()
 

@@ -13,6 +13,7 @@ import numpy as np
 from streamer.models.base import Model
 from streamer.pipeline import Stage
 from streamer.postprocess import yolo
+from streamer.postprocess.anchors import AnchorConfig, decode_anchor_detections, ssd_output_split
 from streamer.postprocess.decode import decode_classes, decode_detections
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status
@@ -138,9 +139,11 @@ class PostprocessStage(Stage):
 
     name = "postprocess"
 
-    def __init__(self, model: Model, params: DetectParams) -> None:
+    def __init__(self, model: Model, params: DetectParams, anchors: AnchorConfig | None = None) -> None:
         self.model = model
         self.params = params
+        self.anchor_config = anchors
+        self._anchors: np.ndarray | None = None
         self._class_mask = np.ones(0, np.bool_)
         self._names: tuple[str, ...] = ()
 
@@ -157,6 +160,11 @@ class PostprocessStage(Stage):
                     mask[c] = True
         self._class_mask = mask
         self._layout = info.layout
+        if self.anchor_config is not None:
+            # An SSD head's output can look like a YOLO layout; the pipeline file says what it is.
+            self._layout = "anchors"
+            self._anchors = self.anchor_config.anchors()
+            return
         self._warm_up(nc)
 
     def _warm_up(self, nc: int) -> None:
@@ -173,6 +181,18 @@ class PostprocessStage(Stage):
         p = self.params
         if self._layout == "classify":
             item.classes = decode_classes(raw, p.top_k)
+        elif self._layout == "anchors":
+            assert self.anchor_config is not None and self._anchors is not None
+            cfg = self.anchor_config
+            columns = raw.shape[-1] - 4 if raw.ndim == 2 and raw.shape[0] == cfg.num_anchors else raw.shape[0] - 4
+            loc, scores = ssd_output_split(raw, cfg.num_anchors, columns)
+            mask = self._class_mask
+            foreground = cfg.num_foreground(columns)
+            if mask.shape[0] != foreground:
+                mask = np.resize(mask, foreground) if self.params.classes is None else _mask_for(self.params.classes, foreground)
+            item.detections = decode_anchor_detections(
+                loc, scores, self._anchors, mask, lb, cfg, conf=p.conf, iou=p.iou, max_det=p.max_det, max_nms=p.max_nms
+            )
         else:
             item.detections = decode_detections(
                 raw, self._layout, self._class_mask, lb, conf=p.conf, iou=p.iou, agnostic=p.agnostic,
@@ -181,6 +201,14 @@ class PostprocessStage(Stage):
         item.raw = None
         item.names = self._names
         return item
+
+
+def _mask_for(classes: tuple[int, ...], nc: int) -> np.ndarray:
+    mask = np.zeros(nc, np.bool_)
+    for c in classes:
+        if 0 <= c < nc:
+            mask[c] = True
+    return mask
 
 
 class RenderStage(Stage):

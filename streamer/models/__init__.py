@@ -11,7 +11,8 @@ from streamer.models.base import Model, ModelInfo
 
 __all__ = ["BACKENDS", "Model", "ModelInfo", "load_labels", "load_model", "resolve_device", "resolve_model_path"]
 
-BACKENDS = ("auto", "onnxruntime", "torch")
+BACKENDS = ("auto", "onnxruntime", "torch", "torchscript")
+TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts", ".jit", ".pt")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -61,7 +62,7 @@ def pick_backend(suffix: str, device: str) -> str:
         if device == "cpu" and _has_onnxruntime():
             return "onnxruntime"
         return "torch"
-    return "torch"
+    return "torchscript"
 
 
 def load_model(
@@ -73,9 +74,21 @@ def load_model(
     path, licence = resolve_model_path(model)
     device = resolve_device(device)
     suffix = path.suffix.lower()
-    if suffix not in (".onnx",):
-        raise ModelError(f"{path}: unsupported model file type '{suffix or path.name}', expecting one of ['.onnx']")
+    if suffix not in (".onnx", *TORCHSCRIPT_SUFFIXES):
+        raise ModelError(
+            f"{path}: unsupported model file type '{suffix or path.name}', expecting one of "
+            f"{['.onnx', *TORCHSCRIPT_SUFFIXES]}"
+        )
     chosen = pick_backend(suffix, device) if backend == "auto" else backend
+    if suffix in TORCHSCRIPT_SUFFIXES or chosen == "torchscript":
+        if suffix not in TORCHSCRIPT_SUFFIXES:
+            raise ConfigError(f"{path}: the torchscript backend needs a TorchScript file {list(TORCHSCRIPT_SUFFIXES)}")
+        if backend not in ("auto", "torchscript"):
+            raise ConfigError(f"{path}: a TorchScript file runs on the torchscript backend, not {backend}")
+        from streamer.models.torchscript import TorchScriptModel
+
+        # Loaded with torch.jit.load: TorchScript's own restricted format, never a Python pickle.
+        return TorchScriptModel(path, device=device, threads=threads, half=half, licence=licence)
     if chosen == "onnxruntime":
         from streamer.models.onnx import OnnxRuntimeModel
 

@@ -18,7 +18,7 @@ def test_kernels_with_boundscheck(tmp_path: Path) -> None:
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         "tests/postprocess/test_nms.py", "tests/postprocess/test_yolo.py", "tests/test_preprocess.py",
+         "tests/postprocess/test_nms.py", "tests/postprocess/test_yolo.py", "tests/postprocess/test_anchors.py", "tests/test_preprocess.py",
          "tests/test_fuzz.py::test_decode_any_array", "tests/test_fuzz.py::test_nms_any_boxes"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
