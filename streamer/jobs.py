@@ -130,6 +130,17 @@ def detect_params(cfg: PipelineConfig) -> DetectParams:
     )
 
 
+def default_file_batch(model: object) -> int:
+    """Frames per model call when annotating files (nothing is dropped, so batches fill).
+
+    On the CPU, batches of 2 run YOLO11n about 10 % faster per frame than single frames with
+    ONNX Runtime on 2 cores (bikes: 23.0-23.8 fps vs 20.7-21.1 fps, two runs each); larger
+    batches gained nothing more. On CUDA, batches of 8 keep the GPU busy.
+    """
+    device = str(getattr(model, "device", "cpu"))
+    return 8 if device.startswith("cuda") else 2
+
+
 def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
     """Annotate a recorded source: every frame, in order, into the configured outputs."""
     err = err or sys.stderr
@@ -156,7 +167,8 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
     pipeline = build_pipeline(
         source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=cfg.model.batch or 1, sinks=sinks, queue=queue, stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
+        batch=cfg.model.batch or (1 if images else default_file_batch(model)), sinks=sinks, queue=queue,
+        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
     pipeline.open()
     if video is not None and source.fps:

@@ -62,27 +62,35 @@ def letterbox_params(
     )
 
 
+# uint8 -> float32 /255, as a table: a lookup is exact (the same float32 as the division)
+# and much cheaper than a division per element.
+_LUT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float32)
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
-def _pad_normalize_chw(resized: np.ndarray, top: int, left: int, out: np.ndarray) -> None:
+def _pad_normalize_chw(resized: np.ndarray, top: int, left: int, out: np.ndarray, lut: np.ndarray) -> None:
     # out: (3, H, W) float32. resized: (h, w, 3) uint8 BGR placed at (top, left).
     _, out_h, out_w = out.shape
     h, w, _ = resized.shape
-    pad = np.float32(PAD_VALUE) / np.float32(255.0)
-    scale = np.float32(255.0)
+    pad = lut[PAD_VALUE]
+    right = min(out_w, left + w)
     for y in range(out_h):
         sy = y - top
-        inside_row = 0 <= sy < h
-        for x in range(out_w):
-            sx = x - left
-            if inside_row and 0 <= sx < w:
-                # BGR -> RGB: output channel c reads input channel 2 - c.
-                out[0, y, x] = np.float32(resized[sy, sx, 2]) / scale
-                out[1, y, x] = np.float32(resized[sy, sx, 1]) / scale
-                out[2, y, x] = np.float32(resized[sy, sx, 0]) / scale
-            else:
-                out[0, y, x] = pad
-                out[1, y, x] = pad
-                out[2, y, x] = pad
+        if sy < 0 or sy >= h:
+            for c in range(3):
+                out[c, y, :] = pad
+            continue
+        for c in range(3):
+            out[c, y, :left] = pad
+            out[c, y, right:] = pad
+        src = resized[sy]
+        r, g, b = out[0, y], out[1, y], out[2, y]
+        # BGR -> RGB: output plane c reads input channel 2 - c.
+        for x in range(left, right):
+            px = src[x - left]
+            r[x] = lut[px[2]]
+            g[x] = lut[px[1]]
+            b[x] = lut[px[0]]
 
 
 def letterbox_into(image: np.ndarray, lb: Letterbox, out: np.ndarray) -> np.ndarray:
@@ -100,7 +108,7 @@ def letterbox_into(image: np.ndarray, lb: Letterbox, out: np.ndarray) -> np.ndar
     h0, w0 = lb.source_hw
     new_w, new_h = int(round(w0 * lb.scale)), int(round(h0 * lb.scale))
     resized = image if (new_w, new_h) == (w0, h0) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    _pad_normalize_chw(np.ascontiguousarray(resized), lb.pad_y, lb.pad_x, out)
+    _pad_normalize_chw(np.ascontiguousarray(resized), lb.pad_y, lb.pad_x, out, _LUT)
     return out
 
 

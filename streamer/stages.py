@@ -74,7 +74,8 @@ class PreprocessStage(Stage):
         image = item.frame.image
         lb = self.letterbox_for((image.shape[0], image.shape[1]))
         item.letterbox = lb
-        item.input = letterbox_into(image, lb, np.empty((3, *lb.input_hw), np.float32))
+        if not self.model.device_preprocess:
+            item.input = letterbox_into(image, lb, np.empty((3, *lb.input_hw), np.float32))
         return item
 
 
@@ -101,6 +102,12 @@ class InferStage(Stage):
         return self.process_batch([item])[0]
 
     def process_batch(self, items: list[Result]) -> list[Result]:
+        if self.model.device_preprocess:
+            # The model letterboxes the uint8 frames on its own device (CUDA).
+            batch_on_device = self.model.prepare(
+                [item.frame.image for item in items], [item.letterbox for item in items]  # type: ignore[misc]
+            )
+            return self._finish(items, self.model(batch_on_device))  # type: ignore[arg-type]
         inputs = [item.input for item in items]
         assert all(x is not None for x in inputs), "infer before preprocess"
         if len(items) == 1:
@@ -118,7 +125,9 @@ class InferStage(Stage):
                 if xh < h or xw < w:
                     batch[i, :, xh:, :] = PAD_FILL
                     batch[i, :, :xh, xw:] = PAD_FILL
-        raw = self.model(batch)
+        return self._finish(items, self.model(batch))
+
+    def _finish(self, items: list[Result], raw: np.ndarray) -> list[Result]:
         for i, item in enumerate(items):
             item.raw = raw[i]
             item.input = None  # free the input tensor as soon as it is used

@@ -65,3 +65,19 @@ def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
     proc.communicate(timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130
+
+
+def test_watch_record_stop_keeps_video_and_jsonl_consistent(tmp_path: Path) -> None:
+    video, jsonl = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
+    proc = start(["watch", "synthetic:320x240@15", "--no-window", "--record", str(video), "--jsonl", str(jsonl),
+                  "--status-interval", "1"], tmp_path)
+    wait_for_lines(jsonl, 20, proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) >= 20
+    assert count_frames(video) == len(lines)
+    assert f"stopped after {len(lines)} frames" in out
+    assert "latency p50" in err and "Traceback" not in err

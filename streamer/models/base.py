@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from streamer.errors import ModelError
+from streamer.types import Letterbox
 
 #: Output layouts a detector may produce, see :mod:`streamer.postprocess.yolo`.
 LAYOUTS = ("v8", "v5", "end2end", "classify", "anchors")
@@ -59,6 +60,14 @@ class Model(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    #: True when the model letterboxes uint8 frames itself on its device (``prepare``):
+    #: the preprocess stage then only computes the letterbox geometry.
+    device_preprocess: bool = False
+
+    def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> object:
+        """Build the model's input batch from uint8 BGR frames (when ``device_preprocess``)."""
+        raise NotImplementedError
 
     #: Class names that replace the model's own (``--labels FILE``), applied at open.
     override_names: tuple[str, ...] | None = None

@@ -16,6 +16,8 @@ import torch
 from streamer.errors import ModelError
 from streamer.models.base import Model, ModelInfo, default_threads
 from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
+from streamer.preprocess_torch import DeviceLetterbox
+from streamer.types import Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,15 @@ class TorchYoloModel(Model):
         threads: int | None = None,
         half: bool = False,
         licence: str = "",
+        device_preprocess: bool | None = None,
     ) -> None:
         self.path = Path(path)
         self.device = device
         self.threads = threads
         self.half = half
+        # None: letterbox on the GPU when running on CUDA (uint8 upload), on the CPU otherwise.
+        self._device_preprocess = device_preprocess
+        self._letterbox: DeviceLetterbox | None = None
         self._licence = licence
         self._net: YoloDetectionModel | None = None
         self._device = torch.device("cpu")
@@ -126,6 +132,9 @@ class TorchYoloModel(Model):
                 torch.set_num_threads(self.threads or default_threads())
         net.eval().requires_grad_(False)
         self._net, self._device, self._dtype = net, device, dtype
+        on_device = self._device_preprocess if self._device_preprocess is not None else device.type == "cuda"
+        self.device_preprocess = bool(on_device)
+        self._letterbox = DeviceLetterbox(device, dtype) if on_device else None
         height, width = net.imgsz
         try:
             raw = self._run(torch.zeros((1, 3, height, width)))
@@ -176,5 +185,13 @@ class TorchYoloModel(Model):
             return self._run(batch)
         return self._run(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
 
+    def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> torch.Tensor:
+        """Letterbox uint8 BGR frames on the model's device into one input batch."""
+        if self._letterbox is None:
+            raise RuntimeError(f"{self.path}: device preprocessing is off")
+        with torch.inference_mode():
+            return self._letterbox(images, boxes)
+
     def close(self) -> None:
         self._net = None
+        self._letterbox = None

@@ -68,29 +68,39 @@ def candidates_v8(
                     scores[n] = out[4 + c, k]
                     n += 1
     else:
-        # Row-major walk over the class rows keeps memory access sequential.
+        # Pass 1: the best score per anchor, a branch-free running max over the class rows
+        # (sequential memory, SIMD-friendly). NaN never wins a comparison, so it is ignored.
         best = np.full(a, -np.inf, np.float32)
-        best_class = np.zeros(a, np.int32)
         for c in range(nc):
+            row = out[4 + c]
             for k in range(a):
-                v = out[4 + c, k]
-                if v > best[k]:
-                    best[k] = v
-                    best_class[k] = c
+                v = row[k]
+                b = best[k]
+                best[k] = v if v > b else b
+        # Pass 2, only for the few anchors above the threshold: which class was best (the
+        # first one reaching the maximum, like argmax), and the class filter.
         count = 0
         for k in range(a):
-            if best[k] > thres and class_mask[best_class[k]]:
+            if best[k] > thres:
                 count += 1
         anchor = np.empty(count, np.int64)
         classes = np.empty(count, np.int32)
         scores = np.empty(count, np.float32)
         n = 0
         for k in range(a):
-            if best[k] > thres and class_mask[best_class[k]]:
-                anchor[n] = k
-                classes[n] = best_class[k]
-                scores[n] = best[k]
-                n += 1
+            b = best[k]
+            if b > thres:
+                c_best = 0
+                for c in range(nc):
+                    if out[4 + c, k] == b:
+                        c_best = c
+                        break
+                if class_mask[c_best]:
+                    anchor[n] = k
+                    classes[n] = c_best
+                    scores[n] = b
+                    n += 1
+        anchor, classes, scores = anchor[:n], classes[:n], scores[:n]
     boxes = np.empty((anchor.shape[0], 4), np.float32)
     half = np.float32(2.0)
     for i in range(anchor.shape[0]):

@@ -1,0 +1,64 @@
+"""Letterbox on the model's device (CUDA): upload uint8 frames, resize/pad/normalize there.
+
+Uploading the decoded uint8 frame moves a quarter of the bytes of the float32 input the CPU
+path would send, and the resize, padding, channel swap and scaling then run on the GPU. The
+host side copies each frame into a pinned staging buffer (reused per frame size), so the
+host-to-device copy is asynchronous.
+
+Semantics match :mod:`streamer.preprocess` (Ultralytics' letterbox): bilinear resize with
+half-pixel centres and no antialiasing, like ``cv2.INTER_LINEAR``; the only difference is
+that OpenCV rounds the resized image to uint8 and this path does not (at most 0.5/255 apart,
+plus OpenCV's fixed-point interpolation error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from streamer.preprocess import PAD_VALUE
+from streamer.types import Letterbox
+
+
+class DeviceLetterbox:
+    """Builds a (B, 3, H, W) batch on ``device`` from uint8 BGR frames and their letterboxes."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self.device = device
+        self.dtype = dtype
+        self._pin = device.type == "cuda"
+        # Per frame size: a pinned host buffer and the event of its last upload, so a buffer
+        # is refilled only once its previous copy has left, without stalling the stream.
+        self._staging: dict[tuple[int, ...], tuple[torch.Tensor, torch.cuda.Event | None]] = {}
+
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(image))
+        if not self._pin:
+            return host.to(self.device)
+        staging, event = self._staging.get(image.shape, (None, None))
+        if staging is None:
+            staging = torch.empty(image.shape, dtype=torch.uint8).pin_memory()
+        elif event is not None:
+            event.synchronize()
+        staging.copy_(host)
+        on_device = staging.to(self.device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        self._staging[image.shape] = (staging, done)
+        return on_device
+
+    def __call__(self, images: list[np.ndarray], boxes: list[Letterbox]) -> torch.Tensor:
+        h = max(lb.input_hw[0] for lb in boxes)
+        w = max(lb.input_hw[1] for lb in boxes)
+        pad = PAD_VALUE / 255.0
+        batch = torch.full((len(images), 3, h, w), pad, dtype=self.dtype, device=self.device)
+        for i, (image, lb) in enumerate(zip(images, boxes, strict=True)):
+            src = self._upload(image)  # (h0, w0, 3) uint8 BGR on the device
+            x = src.permute(2, 0, 1).flip(0).unsqueeze(0).float()  # (1, 3, h0, w0) RGB
+            h0, w0 = lb.source_hw
+            new_w, new_h = int(round(w0 * lb.scale)), int(round(h0 * lb.scale))
+            if (new_h, new_w) != (h0, w0):
+                x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+            batch[i, :, lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w] = (x[0] / 255.0).to(self.dtype)
+        return batch

@@ -1,0 +1,129 @@
+"""Events from per-frame detections: start after min_frames, end after gone_after_s, a
+snapshot of the best frame, and a webhook that is retried without ever blocking."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamer.sinks.events import EventSink
+from streamer.types import Detections, Frame, Result
+
+NAMES = ("person", "bicycle", "car")
+
+
+def result(camera: str, index: int, t: float, dets: list[tuple[int, float]]) -> Result:
+    image = np.full((48, 64, 3), index % 255, np.uint8)
+    d = Detections(
+        xyxy=np.array([[1, 1, 10, 10]] * len(dets), np.float32).reshape(-1, 4),
+        confidence=np.array([c for _, c in dets], np.float32),
+        class_id=np.array([k for k, _ in dets], np.int32),
+    )
+    return Result(frame=Frame(camera, index, image, None, t), detections=d, annotated=image, names=NAMES)
+
+
+def make_sink(tmp: Path, **kw: object) -> EventSink:
+    args: dict[str, object] = dict(min_confidence=0.5, min_frames=3, gone_after_s=0.3)
+    args.update(kw)
+    sink = EventSink(tmp / "events.jsonl", tmp / "snaps", ("person", "car"), **args)  # type: ignore[arg-type]
+    sink.open()
+    return sink
+
+
+def test_event_after_min_frames_ends_after_gone(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path)
+    t0 = time.monotonic()
+    confs = [0.6, 0.9, 0.7, 0.8]
+    for i, c in enumerate(confs):
+        sink.write(result("door", i, t0 + 0.04 * i, [(0, c), (1, 0.99)]))  # bicycles are not tracked
+    sink.write(result("door", 9, t0 + 0.2, []))
+    assert not (tmp_path / "events.jsonl").read_text()  # still within gone_after_s
+    time.sleep(0.7)  # capture times above run up to t0 + 0.2: be well past last sighting + 0.3 s
+    sink.idle()
+    (event,) = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert event["camera"] == "door" and event["label"] == "person"
+    assert event["start"] < event["end"] and event["max_confidence"] == 0.9 and event["frames"] == 4
+    snap = cv2.imread(event["snapshot"])
+    assert snap is not None and int(snap[0, 0, 0]) == 1  # the frame with confidence 0.9 (index 1)
+    sink.close()
+
+
+def test_short_or_weak_sightings_make_no_event(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path)
+    t0 = time.monotonic()
+    sink.write(result("yard", 0, t0, [(0, 0.9)]))
+    sink.write(result("yard", 1, t0 + 0.04, [(0, 0.9)]))
+    sink.write(result("yard", 2, t0 + 0.08, []))  # the run is broken before min_frames
+    sink.write(result("yard", 3, t0 + 0.12, [(0, 0.9)]))
+    for i in range(4, 10):
+        sink.write(result("yard", i, t0 + 0.04 * i, [(2, 0.3)]))  # cars below min_confidence
+    sink.close()
+    assert (tmp_path / "events.jsonl").read_text() == ""
+
+
+def test_cameras_are_tracked_separately_and_open_events_close_at_the_end(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, gone_after_s=60)
+    t0 = time.monotonic()
+    for i in range(3):
+        sink.write(result("a", i, t0 + i * 0.04, [(0, 0.8)]))
+        sink.write(result("b", i, t0 + i * 0.04, [(2, 0.8)] if i != 1 else []))
+    sink.close()  # end of stream: the open event of camera a is written
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["camera"], e["label"]) for e in events] == [("a", "person")]
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []  # type: ignore[type-arg]
+    fail_first = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Hook.fail_first > 0:
+            Hook.fail_first -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_is_retried_and_never_blocks(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received, Hook.fail_first = [], 1
+    try:
+        sink = make_sink(tmp_path, webhook=f"http://127.0.0.1:{server.server_port}/hook", gone_after_s=0.01)
+        t0 = time.monotonic()
+        for i in range(3):
+            sink.write(result("gate", i, t0 + 0.01 * i, [(2, 0.7)]))
+        time.sleep(0.05)
+        sink.idle()
+        sink.close()
+        assert [e["label"] for e in Hook.received] == ["car"]  # delivered on the second attempt
+        assert sink.events[0]["camera"] == "gate"
+    finally:
+        server.shutdown()
+
+
+def test_dead_webhook_does_not_block_the_pipeline(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, webhook="http://127.0.0.1:9/none", gone_after_s=0.01, webhook_retries=2)
+    t0 = time.monotonic()
+    started = time.monotonic()
+    for n in range(5):
+        for i in range(3):
+            sink.write(result(f"cam{n}", i, t0 + 0.01 * i, [(0, 0.9)]))
+    time.sleep(0.05)
+    sink.idle()
+    assert time.monotonic() - started < 0.5  # writes never waited for the webhook
+    sink.close()
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 5
