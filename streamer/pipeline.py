@@ -147,11 +147,17 @@ class Pipeline:
         On failure, what was opened is closed again and the error propagates.
         """
         try:
-            self.source.open()
-            self._source_open = True
+            # A file is checked before the model loads (a bad path fails at once); a live
+            # source starts capturing only once every stage is ready for its frames.
+            if not self.source.live:
+                self.source.open()
+                self._source_open = True
             for stage in self.stages:
                 stage.open()
                 self._opened.append(stage)
+            if self.source.live:
+                self.source.open()
+                self._source_open = True
         except BaseException:
             self._close_all()
             raise

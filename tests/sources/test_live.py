@@ -130,3 +130,68 @@ def test_overload_latency_does_not_grow() -> None:
     # Every captured frame is either written or counted as dropped; at most the one left in
     # the source's slot when it stopped is neither.
     assert 0 <= source.frames - (len(sink.rows) + dropped) <= 1
+
+
+class _Sized:
+    def __init__(self, size: tuple[int, int], frames: int) -> None:
+        self.size, self.left = size, frames
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        time.sleep(0.005)
+        return True, np.full((self.size[1], self.size[0], 3), 80, np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+class ResizingCamera(SyntheticSource):
+    """Comes back from each reconnect at another resolution, like a camera reconfigured."""
+
+    sizes = [(320, 240), (640, 360), (160, 120)]
+
+    def __init__(self) -> None:
+        super().__init__(width=320, height=240)
+        self.connects = 0
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        self.connects += 1
+        if self.connects > len(self.sizes):
+            self.limit = 0
+            return _Sized((16, 16), 0)
+        return _Sized(self.sizes[self.connects - 1], 30)
+
+    def _ends_naturally(self) -> bool:
+        return self.connects > len(self.sizes)
+
+
+def test_frame_size_change_after_reconnect(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    from streamer.sinks.video import VideoSink
+
+    caplog.set_level(logging.WARNING, logger="streamer.sources.live")
+    source = ResizingCamera()
+    seen: list[tuple[int, int]] = []
+
+    class Sizes(Sink):
+        def write(self, result: Result) -> None:
+            assert result.detections is not None and len(result.detections) == 1
+            x1, y1, x2, y2 = result.detections.xyxy[0]
+            h, w = result.frame.image.shape[:2]
+            assert abs(x1 - w / 4) < 2 and abs(x2 - 3 * w / 4) < 2  # the known box, in this frame's pixels
+            seen.append((w, h))
+
+    video = tmp_path / "rec.mp4"
+    pipeline = build_pipeline(source, DelayModel(0.0), sinks=[Sizes(), VideoSink(video, fps=25)])
+    pipeline.run()
+    assert {(320, 240), (640, 360), (160, 120)} <= set(seen)
+    assert any("frame size changed from 320x240 to 640x360" in r.getMessage() for r in caplog.records)
+    cap = cv2.VideoCapture(str(video))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == len(seen)
