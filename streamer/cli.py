@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """The model: and detect: sections of a pipeline, from the shared model options."""
+    return {
+        "model": {
+            "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
+            "task": args.task, "labels": args.labels,
+        },
+        "detect": {
+            "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
+            "max_det": args.max_det,
+        },
+    }
+
+
 def _annotate_config(args: argparse.Namespace) -> Any:
     from streamer.config import from_dict
 
@@ -105,15 +120,7 @@ def _annotate_config(args: argparse.Namespace) -> Any:
     data = {
         "job": "annotate",
         "source": args.source,
-        "model": {
-            "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
-            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
-            "task": args.task, "labels": args.labels,
-        },
-        "detect": {
-            "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
-            "max_det": args.max_det,
-        },
+        **_model_sections(args),
         "output": {"video": video, "jsonl": jsonl, "images": image_dir},
     }
     return from_dict(data)
@@ -125,15 +132,7 @@ def _watch_config(args: argparse.Namespace) -> Any:
     data = {
         "job": "watch",
         "source": args.source,
-        "model": {
-            "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
-            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
-            "task": args.task, "labels": args.labels,
-        },
-        "detect": {
-            "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
-            "max_det": args.max_det,
-        },
+        **_model_sections(args),
         "output": {"video": args.record, "jsonl": args.jsonl, "window": not args.no_window,
                    "status_interval_s": args.status_interval},
         "capture": {"transport": args.transport, "stall_timeout_s": args.stall_timeout,

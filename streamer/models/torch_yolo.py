@@ -15,14 +15,12 @@ import torch
 
 from streamer.errors import ModelError
 from streamer.models.base import Model, ModelInfo, default_threads
+from streamer.models.torchscript import pick_torch_device
 from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
 from streamer.preprocess_torch import DeviceLetterbox
 from streamer.types import Letterbox
 
 log = logging.getLogger(__name__)
-
-_DEVICES = ["cpu", "cuda", "cuda:N", "mps"]
-
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -90,31 +88,10 @@ class TorchYoloModel(Model):
             raise RuntimeError(f"{self.path}: model is not open")
         return self._net
 
-    def _pick_device(self) -> torch.device:
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, ValueError):
-            raise ModelError(f"unknown device '{self.device}', expecting one of {_DEVICES}") from None
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ModelError(
-                    f"device '{self.device}' needs a CUDA build of PyTorch and a visible GPU, but "
-                    f"torch {torch.__version__} sees none; use --device cpu"
-                )
-            if device.index is not None and device.index >= torch.cuda.device_count():
-                raise ModelError(f"device '{self.device}' does not exist: {torch.cuda.device_count()} GPU(s) visible")
-        elif device.type == "mps":
-            mps = getattr(torch.backends, "mps", None)
-            if mps is None or not mps.is_available():
-                raise ModelError(f"device '{self.device}' is unavailable to torch {torch.__version__}; use cpu")
-        elif device.type != "cpu":
-            raise ModelError(f"unsupported device '{self.device}', expecting one of {_DEVICES}")
-        return device
-
     def open(self) -> None:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
-        device = self._pick_device()
+        device = pick_torch_device(self.device)
         weights, meta = read_onnx_weights(self.path)
         net = build_from_initializers(weights, meta, where=str(self.path))
         del weights

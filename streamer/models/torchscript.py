@@ -145,7 +145,8 @@ def _first_tensor(out: object, where: str) -> torch.Tensor:
     )
 
 
-def _pick_device(name: str) -> torch.device:
+def pick_torch_device(name: str) -> torch.device:
+    """A checked torch device: CUDA and MPS must exist, and any error says what to use instead."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -228,7 +229,7 @@ class TorchScriptModel(Model):
     def open(self) -> None:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
-        device = _pick_device(self.device)
+        device = pick_torch_device(self.device)
         net, meta = self._load(device)
         meta_task = meta.get("task") if isinstance(meta.get("task"), str) else None
         if meta_task in _UNSUPPORTED_TASKS:
