@@ -52,8 +52,8 @@ from streamer import _numba  # noqa: F401 - sets the Numba cache folder before n
 from numba import njit
 
 from streamer.errors import ConfigError, ModelError
-from streamer.postprocess.nms import nms
-from streamer.postprocess.yolo import MAX_NMS, scale_and_clip
+from streamer.postprocess.checks import as_float32
+from streamer.postprocess.yolo import MAX_NMS, finish_detections
 from streamer.types import Detections, Letterbox
 
 _REAL = (np.floating, np.integer, np.bool_)
@@ -362,22 +362,9 @@ def decode_ssd(
     boxes, kept_scores, classes = candidates_ssd(
         loc, scores, anchors, variances, conf, class_mask, background_index, softmax
     )
-    if boxes.shape[0] > max_nms:
-        top = np.sort(np.argsort(-kept_scores, kind="mergesort")[: max(max_nms, 0)])
-        boxes, kept_scores, classes = boxes[top], kept_scores[top], classes[top]
-    keep = nms(boxes, kept_scores, classes, iou, False, max_det)
-    out_boxes = boxes[keep]
-    scale_and_clip(out_boxes, scale, pad_x, pad_y, width, height)
-    return out_boxes, kept_scores[keep], classes[keep]
-
-
-def _as_f32(raw: object, what: str) -> np.ndarray:
-    if not isinstance(raw, np.ndarray):
-        raise ModelError(f"{what} must be a numpy array, but got {type(raw).__name__}")
-    if not issubclass(raw.dtype.type, _REAL):
-        raise ModelError(f"{what} must hold real numbers, but got dtype {raw.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.ascontiguousarray(raw, dtype=np.float32)
+    return finish_detections(
+        boxes, kept_scores, classes, iou, False, max_det, max_nms, True, scale, pad_x, pad_y, width, height
+    )
 
 
 def ssd_output_split(raw: np.ndarray, num_anchors: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -392,7 +379,7 @@ def ssd_output_split(raw: np.ndarray, num_anchors: int, num_classes: int) -> tup
         raise ConfigError(f"num_anchors must be an integer >= 0, but got {num_anchors!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 1:
         raise ConfigError(f"num_classes must be an integer >= 1, but got {num_classes!r}")
-    out = _as_f32(raw, "SSD output")
+    out = as_float32(raw, "SSD output")
     cols = 4 + int(num_classes)
     if out.shape == (num_anchors, cols):
         return np.ascontiguousarray(out[:, :4]), np.ascontiguousarray(out[:, 4:])
@@ -424,16 +411,16 @@ def decode_anchor_detections(
     ``lb`` is how the frame was letterboxed into ``config.input_size``. Anything that does not
     fit raises :class:`~streamer.errors.ModelError` saying what was expected and what was found.
     """
-    loc32 = _as_f32(loc, "SSD box regressions")
+    loc32 = as_float32(loc, "SSD box regressions")
     if loc32.ndim != 2 or loc32.shape[1] != 4:
         raise ModelError(f"SSD box regressions must have shape (A, 4), but got {loc32.shape}")
     a = loc32.shape[0]
-    scores32 = _as_f32(scores, "SSD class scores")
+    scores32 = as_float32(scores, "SSD class scores")
     if scores32.ndim != 2 or scores32.shape[0] != a or scores32.shape[1] < 1:
         raise ModelError(
             f"SSD class scores must have shape ({a}, C) to match the box regressions, but got {scores32.shape}"
         )
-    anchors32 = _as_f32(anchors, "anchors")
+    anchors32 = as_float32(anchors, "anchors")
     if anchors32.shape != (a, 4):
         raise ModelError(
             f"anchors must have shape ({a}, 4) to match the model output, but got {anchors32.shape}: "

@@ -139,8 +139,4 @@ def decode_ssd(
     height: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     boxes, kept, cls = candidates(loc, scores, anchors, variances, conf, class_mask, background_index, softmax)
-    if len(boxes) > max_nms:
-        top = np.sort(np.argsort(-kept, kind="stable")[:max_nms])
-        boxes, kept, cls = boxes[top], kept[top], cls[top]
-    keep = reference.nms(boxes, kept, cls, iou, False, max_det)
-    return reference.scale_and_clip(boxes[keep], scale, pad_x, pad_y, width, height), kept[keep], cls[keep]
+    return reference.finish(boxes, kept, cls, iou, False, max_det, max_nms, scale, pad_x, pad_y, width, height)

@@ -11,21 +11,10 @@ import numpy as np
 
 from streamer.errors import ModelError
 from streamer.postprocess import yolo
+from streamer.postprocess.checks import as_float32
 from streamer.postprocess.classify import top_k
 from streamer.postprocess.nms import nms
 from streamer.types import Classifications, Detections, Letterbox
-
-_REAL = (np.floating, np.integer, np.bool_)
-
-
-def _as_f32(raw: np.ndarray, what: str) -> np.ndarray:
-    if not isinstance(raw, np.ndarray):
-        raise ModelError(f"{what} must be a numpy array, but got {type(raw).__name__}")
-    if not issubclass(raw.dtype.type, _REAL):
-        raise ModelError(f"{what} must hold real numbers, but got dtype {raw.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, like the model's
-        return np.ascontiguousarray(raw, dtype=np.float32)
-
 
 def decode_detections(
     raw: np.ndarray,
@@ -41,7 +30,7 @@ def decode_detections(
     max_nms: int = yolo.MAX_NMS,
 ) -> Detections:
     """Decode one image's raw output (batch axis removed) into detections in source pixels."""
-    out = _as_f32(raw, "model output")
+    out = as_float32(raw, "model output")
     nc = int(class_mask.shape[0])
     h, w = lb.source_hw
     if layout == "v8":
@@ -66,7 +55,7 @@ def decode_detections(
 
 
 def decode_classes(raw: np.ndarray, k: int) -> Classifications:
-    out = _as_f32(raw, "classifier output").ravel()
+    out = as_float32(raw, "classifier output").ravel()
     if out.size == 0:
         raise ModelError("classifier output is empty")
     ids, probs = top_k(out, k)
@@ -77,8 +66,8 @@ def checked_nms(
     boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, agnostic: bool = False, max_det: int = 300
 ) -> np.ndarray:
     """NMS with its inputs checked: (N, 4) boxes, (N,) scores and (N,) class ids."""
-    b = _as_f32(boxes, "boxes")
-    s = _as_f32(scores, "scores")
+    b = as_float32(boxes, "boxes")
+    s = as_float32(scores, "scores")
     if b.ndim != 2 or b.shape[1] != 4:
         raise ModelError(f"boxes must have shape (N, 4), but got {b.shape}")
     n = b.shape[0]

@@ -116,6 +116,11 @@ def postprocess(
         boxes, scores, cls = candidates_v8(out, conf, class_mask, multi_label)
     else:
         boxes, scores, cls = candidates_v5(out, conf, class_mask, multi_label)
+    return finish(boxes, scores, cls, iou, agnostic, max_det, max_nms, scale, pad_x, pad_y, width, height)
+
+
+def finish(boxes, scores, cls, iou, agnostic, max_det, max_nms, scale, pad_x, pad_y, width, height):  # type: ignore[no-untyped-def]
+    """Reference of ``yolo.finish_detections``: top ``max_nms``, NMS, map to source pixels."""
     if len(boxes) > max_nms:
         top = np.sort(np.argsort(-scores, kind="stable")[:max_nms])
         boxes, scores, cls = boxes[top], scores[top], cls[top]

@@ -26,7 +26,6 @@ from numba import njit
 from streamer.postprocess.nms import nms
 
 MAX_NMS = 30000
-MAX_WH = 7680.0  # largest box side Ultralytics expects; kept for reference, not used (true per-class NMS)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -213,7 +212,7 @@ def scale_and_clip(boxes: np.ndarray, scale: float, pad_x: float, pad_y: float, 
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _finish(
+def finish_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
     classes: np.ndarray,
@@ -228,6 +227,8 @@ def _finish(
     width: int,
     height: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shared tail of every decoder: keep the best ``max_nms`` candidates, NMS (or, for
+    outputs already suppressed, order by score), at most ``max_det``, map to source pixels."""
     if boxes.shape[0] > max_nms:
         top = _top_k(scores, max_nms)
         boxes, scores, classes = boxes[top], scores[top], classes[top]
@@ -259,7 +260,7 @@ def postprocess_v8(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates, NMS and mapping to source pixels for one v8 output, in one call."""
     boxes, scores, classes = candidates_v8(out, conf, class_mask, multi_label)
-    return _finish(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
+    return finish_detections(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -280,7 +281,7 @@ def postprocess_v5(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates, NMS and mapping to source pixels for one v5 output, in one call."""
     boxes, scores, classes = candidates_v5(out, conf, class_mask, multi_label)
-    return _finish(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
+    return finish_detections(boxes, scores, classes, iou, agnostic, max_det, max_nms, True, scale, pad_x, pad_y, width, height)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -297,4 +298,4 @@ def postprocess_end2end(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Threshold, order and map one end-to-end output (no NMS: the model already did it)."""
     boxes, scores, classes = candidates_end2end(out, conf, class_mask)
-    return _finish(boxes, scores, classes, 0.0, True, max_det, out.shape[0] + 1, False, scale, pad_x, pad_y, width, height)
+    return finish_detections(boxes, scores, classes, 0.0, True, max_det, out.shape[0] + 1, False, scale, pad_x, pad_y, width, height)
