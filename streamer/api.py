@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
+from streamer.config import DetectConfig
 from streamer.models import Model, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.postprocess.anchors import AnchorConfig
@@ -12,26 +12,15 @@ from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
 from streamer.sources import Source, make_source
-from streamer.stages import DetectParams, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage
+from streamer.stages import InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage
 from streamer.types import Result
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSettings:
-    name: str = "yolo11n"
-    backend: str = "auto"
-    device: str = "auto"
-    imgsz: int | None = None
-    rect: bool = True
-    batch: int = 1
-    threads: int | None = None
 
 
 def build_pipeline(
     source: Source | str,
-    model: Model | ModelSettings | str = "yolo11n",
+    model: Model | str = "yolo11n",
     *,
-    params: DetectParams | None = None,
+    params: DetectConfig | None = None,
     imgsz: int | None = None,
     rect: bool = True,
     batch: int = 1,
@@ -53,11 +42,7 @@ def build_pipeline(
     src = make_source(source) if isinstance(source, str) else source
     if isinstance(model, str):
         model = load_model(model)
-    elif isinstance(model, ModelSettings):
-        imgsz = model.imgsz if imgsz is None else imgsz
-        rect, batch = model.rect, model.batch
-        model = load_model(model.name, backend=model.backend, device=model.device, threads=model.threads)
-    configure_threads(getattr(model, "threads", None))
+    configure_threads()
     if anchors is not None:
         # Anchors sit on a fixed input size: letterbox to exactly that size.
         imgsz, rect = anchors.input_hw, False  # type: ignore[assignment]
@@ -67,7 +52,7 @@ def build_pipeline(
         # only frames already waiting join a batch unless a timeout is given (monitoring).
         InferStage(model, batch_size=batch,
                    batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05)),
-        PostprocessStage(model, params or DetectParams(), anchors=anchors),
+        PostprocessStage(model, params or DetectConfig(), anchors=anchors),
     ]
     if render is None:
         render = any(s.needs_render for s in sinks)
@@ -104,10 +89,7 @@ def stream(
     carries ``annotated``, a drawn copy of the frame. Leaving the loop early stops the
     pipeline and releases the source and model.
     """
-    from streamer.config import DetectConfig
-
-    checked = DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det)
-    params = DetectParams(conf=checked.conf, iou=checked.iou, classes=checked.classes, max_det=checked.max_det)
+    params = DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det)
     if isinstance(model, str):
         model = load_model(model, backend=backend, device=device)
     pipeline = build_pipeline(

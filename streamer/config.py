@@ -23,6 +23,7 @@ import yaml
 
 from streamer.errors import ConfigError
 from streamer.postprocess.anchors import AnchorConfig
+from streamer.postprocess.yolo import MAX_NMS
 
 # --------------------------------------------------------------------------- YAML with lines
 
@@ -135,9 +136,11 @@ class DetectConfig:
     multi_label: bool = False
     max_det: int = 300
     top_k: int = 5
+    max_nms: int = MAX_NMS
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.conf <= 1.0, f"detect.conf must be between 0 and 1, but got {self.conf}")
+        _check(self.max_nms >= 1, f"detect.max_nms must be >= 1, but got {self.max_nms}")
         _check(0.0 <= self.iou <= 1.0, f"detect.iou must be between 0 and 1, but got {self.iou}")
         _check(self.max_det >= 1, f"detect.max_det must be >= 1, but got {self.max_det}")
         _check(self.top_k >= 1, f"detect.top_k must be >= 1, but got {self.top_k}")
@@ -334,14 +337,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         concrete = [a for a in args if a is not type(None)]
         if len(concrete) == 1:
             return _convert(value, concrete[0], where)  # its own, more specific message
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in concrete:
             try:
                 return _convert(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                continue
         raise ConfigError(f"{where} must be {_type_name(tp)}, but got {value!r}")
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(tp)

@@ -31,7 +31,6 @@ from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
 from streamer.sources.file import ImageSource
 from streamer.sources.live import CameraSource, LiveSource
-from streamer.stages import DetectParams
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,6 @@ def _check_outputs(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
 
 
-def detect_params(cfg: PipelineConfig) -> DetectParams:
-    d = cfg.detect
-    return DetectParams(
-        conf=d.conf, iou=d.iou, classes=d.classes, agnostic=d.agnostic, multi_label=d.multi_label,
-        max_det=d.max_det, top_k=d.top_k,
-    )
-
-
 def default_file_batch(model: object) -> int:
     """Frames per model call when annotating files (nothing is dropped, so batches fill).
 
@@ -166,7 +157,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     if cfg.queue.size or cfg.queue.policy:
         queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
     pipeline = build_pipeline(
-        source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=cfg.model.batch or (1 if images else default_file_batch(model)), sinks=sinks, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
@@ -308,7 +299,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
     ref: list[Pipeline] = []
     pipeline = build_pipeline(
-        source, model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=cfg.model.batch or 1, sinks=sinks, render=window is not None or video is not None,
         render_status=_overlay_lines(ref), output=window is not None, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,

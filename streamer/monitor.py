@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, detect_params, sink_failure_lines
+from streamer.jobs import RunSummary, StopOnSignal, sink_failure_lines
 from streamer.models import load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.queues import Policy
@@ -144,7 +144,7 @@ class Monitor:
         self.source = MultiSource(self.cameras)
         n = len(names)
         self.pipeline: Pipeline = build_pipeline(
-            self.source, self.model, params=detect_params(cfg), imgsz=cfg.model.imgsz, rect=cfg.model.rect,
+            self.source, self.model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
             batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, sinks=sinks,
             render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
         )

@@ -15,7 +15,7 @@ import cv2
 _configured = False
 
 
-def configure_threads(inference_threads: int | None = None) -> None:
+def configure_threads() -> None:
     global _configured
     if _configured:
         return

@@ -6,38 +6,23 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.config import DetectConfig
 from streamer.models.base import Model
 from streamer.pipeline import Stage
-from streamer.postprocess import yolo
 from streamer.postprocess.anchors import AnchorConfig, decode_anchor_detections, ssd_output_split
 from streamer.postprocess.decode import decode_classes, decode_detections
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status
 from streamer.sinks.base import Sink
-from streamer.types import Classifications, Detections, Frame, Letterbox, Result
+from streamer.types import Frame, Letterbox, Result
 
 log = logging.getLogger(__name__)
 
 PAD_FILL = np.float32(PAD_VALUE) / np.float32(255.0)
 _DUMMY_FRAME = Frame("warm-up", -1, np.zeros((32, 32, 3), np.uint8), None, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class DetectParams:
-    """Thresholds and filters of decoding and NMS (see :mod:`streamer.postprocess.yolo`)."""
-
-    conf: float = 0.25
-    iou: float = 0.7
-    classes: tuple[int, ...] | None = None
-    agnostic: bool = False
-    multi_label: bool = False
-    max_det: int = 300
-    max_nms: int = yolo.MAX_NMS
-    top_k: int = 5
 
 
 class PreprocessStage(Stage):
@@ -148,26 +133,31 @@ class PostprocessStage(Stage):
 
     name = "postprocess"
 
-    def __init__(self, model: Model, params: DetectParams, anchors: AnchorConfig | None = None) -> None:
+    def __init__(self, model: Model, params: DetectConfig, anchors: AnchorConfig | None = None) -> None:
         self.model = model
         self.params = params
         self.anchor_config = anchors
         self._anchors: np.ndarray | None = None
-        self._class_mask = np.ones(0, np.bool_)
+        self._masks: dict[int, np.ndarray] = {}
         self._names: tuple[str, ...] = ()
+
+    def class_mask(self, nc: int) -> np.ndarray:
+        """(nc,) bool: True for the classes to keep (``params.classes``), made once per size."""
+        mask = self._masks.get(nc)
+        if mask is None:
+            mask = np.ones(nc, np.bool_)
+            if self.params.classes is not None:
+                mask[:] = False
+                kept = [c for c in self.params.classes if 0 <= c < nc]
+                mask[kept] = True
+            self._masks[nc] = mask
+        return mask
 
     def open(self) -> None:
         self.model.ensure_open()
         info = self.model.info
         self._names = info.names
         nc = max(len(info.names), 1)
-        mask = np.ones(nc, np.bool_)
-        if self.params.classes is not None:
-            mask[:] = False
-            for c in self.params.classes:
-                if 0 <= c < nc:
-                    mask[c] = True
-        self._class_mask = mask
         self._layout = info.layout
         if self.anchor_config is not None:
             # An SSD head's output can look like a YOLO layout; the pipeline file says what it is.
@@ -195,29 +185,18 @@ class PostprocessStage(Stage):
             cfg = self.anchor_config
             columns = raw.shape[-1] - 4 if raw.ndim == 2 and raw.shape[0] == cfg.num_anchors else raw.shape[0] - 4
             loc, scores = ssd_output_split(raw, cfg.num_anchors, columns)
-            mask = self._class_mask
-            foreground = cfg.num_foreground(columns)
-            if mask.shape[0] != foreground:
-                mask = np.resize(mask, foreground) if self.params.classes is None else _mask_for(self.params.classes, foreground)
             item.detections = decode_anchor_detections(
-                loc, scores, self._anchors, mask, lb, cfg, conf=p.conf, iou=p.iou, max_det=p.max_det, max_nms=p.max_nms
+                loc, scores, self._anchors, self.class_mask(cfg.num_foreground(columns)), lb, cfg,
+                conf=p.conf, iou=p.iou, max_det=p.max_det, max_nms=p.max_nms,
             )
         else:
             item.detections = decode_detections(
-                raw, self._layout, self._class_mask, lb, conf=p.conf, iou=p.iou, agnostic=p.agnostic,
+                raw, self._layout, self.class_mask(max(len(self._names), 1)), lb, conf=p.conf, iou=p.iou, agnostic=p.agnostic,
                 multi_label=p.multi_label, max_det=p.max_det, max_nms=p.max_nms,
             )
         item.raw = None
         item.names = self._names
         return item
-
-
-def _mask_for(classes: tuple[int, ...], nc: int) -> np.ndarray:
-    mask = np.zeros(nc, np.bool_)
-    for c in classes:
-        if 0 <= c < nc:
-            mask[c] = True
-    return mask
 
 
 class RenderStage(Stage):
