@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from streamer.config import DetectConfig
 from streamer.models import Model, load_model
@@ -28,7 +28,7 @@ def build_pipeline(
     sinks: Sequence[Sink] = (),
     render: bool | None = None,
     render_copy: bool = False,
-    render_status: bool | Callable[[Result], list[str]] = False,
+    render_status: bool = False,
     output: bool = False,
     queue: QueueConfig | None = None,
     stage_timeout_s: float | None = 30.0,

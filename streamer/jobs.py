@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
-from collections.abc import Callable
 
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.models import configure, load_model
+from streamer.models import Model, configure, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.progress import Progress, format_duration
 from streamer.queues import Policy
@@ -30,6 +29,7 @@ from streamer.sinks.video import VideoSink
 from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
 from streamer.sources.file import ImageSource
+from streamer.stages import RenderStage
 from streamer.sources.live import CameraSource, LiveSource
 from streamer.types import Result
 
@@ -121,6 +121,13 @@ def _check_outputs(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
 
 
+def model_for(cfg: PipelineConfig) -> Model:
+    """The model a pipeline file describes, with its task check and labels (not opened yet)."""
+    m = cfg.model
+    model = load_model(m.name, backend=m.backend, device=m.device, threads=m.threads, half=m.half)
+    return configure(model, task=m.task, labels=m.labels)
+
+
 def default_file_batch(model: object) -> int:
     """Frames per model call when annotating files (nothing is dropped, so batches fill).
 
@@ -137,11 +144,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
-    model = configure(
-        load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
-                   half=cfg.model.half),
-        task=cfg.model.task, labels=cfg.model.labels,
-    )
+    model = model_for(cfg)
     images = isinstance(source, ImageSource)
     video = VideoSink(cfg.output.video) if cfg.output.video and not images else None
     sinks: list[Sink] = []
@@ -254,22 +257,6 @@ def status_line(pipeline: Pipeline) -> str:
     return " | ".join(parts)
 
 
-def _overlay_lines(pipeline_ref: list[Pipeline]) -> Callable[[Result], list[str]]:
-    fps_times: collections.deque[float] = collections.deque(maxlen=256)
-
-    def lines(item: Result) -> list[str]:
-        now = time.monotonic()
-        fps_times.append(now)
-        while len(fps_times) > 1 and now - fps_times[0] > 2.0:
-            fps_times.popleft()
-        fps = (len(fps_times) - 1) / (now - fps_times[0]) if len(fps_times) > 1 else 0.0
-        latency = (now - item.frame.captured_at) * 1000.0
-        dropped = pipeline_ref[0].dropped + int(getattr(pipeline_ref[0].source, "dropped", 0)) if pipeline_ref else 0
-        return [f"{fps:.1f} fps", f"latency {latency:.0f} ms", f"dropped {dropped}"]
-
-    return lines
-
-
 def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     """Live view: newest frames only, overlay window and/or recording, status every few seconds."""
     err = err or sys.stderr
@@ -283,11 +270,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    model = configure(
-        load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device, threads=cfg.model.threads,
-                   half=cfg.model.half),
-        task=cfg.model.task, labels=cfg.model.labels,
-    )
+    model = model_for(cfg)
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True) if cfg.output.video else None
     if video is not None:
@@ -297,14 +280,15 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     counter = CountingSink()
     sinks.append(counter)
     queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
-    ref: list[Pipeline] = []
     pipeline = build_pipeline(
         source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=cfg.model.batch or 1, sinks=sinks, render=window is not None or video is not None,
-        render_status=_overlay_lines(ref), output=window is not None, queue=queue,
+        render_status=True, output=window is not None, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
-    ref.append(pipeline)
+    for stage in pipeline.stages:
+        if isinstance(stage, RenderStage):
+            stage.extra_status = lambda: [f"dropped {pipeline.dropped + source.dropped}"]
     pipeline.open()
     info = model.info
     err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"

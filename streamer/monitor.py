@@ -19,17 +19,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, sink_failure_lines
-from streamer.models import load_model
+from streamer.jobs import RunSummary, StopOnSignal, model_for, sink_failure_lines
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.queues import Policy
-from streamer.sinks.base import Sink
+from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
@@ -42,54 +44,25 @@ from streamer.types import Result
 log = logging.getLogger(__name__)
 
 
-class CameraSinks(Sink):
-    """Per-camera bookkeeping at the end of the pipeline: latency and fps per camera, the
-    dashboard's frames, and each camera's own JSONL file and recording."""
+class CameraStats(Sink):
+    """Per-camera latency and fps at the end of the pipeline, and the dashboard's frames."""
 
     name = "cameras"
     needs_render = True
 
-    def __init__(self, names: list[str], per_camera: dict[str, list[Sink]], publish: Any = None) -> None:
+    def __init__(self, names: list[str], publish: Callable[[str, np.ndarray], object] | None = None) -> None:
         self.meters = {name: StageMeter(name) for name in names}
-        self.per_camera = per_camera
         self.publish = publish
         self.frames = 0
 
-    def open(self) -> None:
-        for sinks in self.per_camera.values():
-            for sink in sinks:
-                sink.open()
-
     def write(self, result: Result) -> None:
         camera = result.frame.source_id
-        now = time.monotonic()
         self.frames += 1
         meter = self.meters.get(camera)
         if meter is not None:
-            meter.record((now - result.frame.captured_at) * 1000.0)
-        for sink in self.per_camera.get(camera, ()):
-            sink.write(result)
+            meter.record((time.monotonic() - result.frame.captured_at) * 1000.0)
         if self.publish is not None:
             self.publish(camera, result.image)
-
-    def idle(self) -> None:
-        for sinks in self.per_camera.values():
-            for sink in sinks:
-                sink.idle()
-
-    def flush(self) -> None:
-        for sinks in self.per_camera.values():
-            for sink in sinks:
-                sink.flush()
-
-    def close(self) -> None:
-        for sinks in self.per_camera.values():
-            for sink in sinks:
-                sink.close()
-
-    def summary(self) -> str | None:
-        notes = [s.summary() for sinks in self.per_camera.values() for s in sinks]
-        return "; ".join(n for n in notes if n) or None
 
 
 class Monitor:
@@ -113,15 +86,14 @@ class Monitor:
         if not self.cameras:
             raise ConfigError("every camera is disabled")
         names = list(self.cameras)
-        self.model = load_model(cfg.model.name, backend=cfg.model.backend, device=cfg.model.device,
-                                threads=cfg.model.threads, half=cfg.model.half)
-        per_camera: dict[str, list[Sink]] = {name: [] for name in names}
+        self.model = model_for(cfg)
+        self.camera_outputs: list[Sink] = []
         for name in names:
             cam = cfg.cameras[name]
             if cam.jsonl:
-                per_camera[name].append(JsonlSink(cam.jsonl))
+                self.camera_outputs.append(ForSource(JsonlSink(cam.jsonl), name))
             if cam.record:
-                per_camera[name].append(VideoSink(cam.record, fps=None, measure_fps=True))
+                self.camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True), name))
         self.hub = None
         self.server = None
         if cfg.dashboard.enabled:
@@ -130,8 +102,8 @@ class Monitor:
             self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
             self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
                                           token=cfg.dashboard.token)
-        self.camera_sinks = CameraSinks(names, per_camera, self.hub.publish if self.hub is not None else None)
-        sinks: list[Sink] = [self.camera_sinks]
+        self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
+        sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
         ev = cfg.events
         self.events: EventSink | None = None
         if ev.track and (ev.path or ev.webhook):
@@ -166,7 +138,7 @@ class Monitor:
         info = getattr(self.model, "info", None)
         cameras: dict[str, Any] = {}
         for name, camera in self.cameras.items():
-            meter = self.camera_sinks.meters[name]
+            meter = self.camera_stats.meters[name]
             p50, p95 = meter.percentiles()
             status = camera.status()
             queue_drops = sum(q.dropped_by_key.get(name, 0) for q in p.queues)
@@ -260,14 +232,15 @@ def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: f
         monitor.stop()
     monitor.pipeline.raise_error()
     elapsed = time.monotonic() - started
-    summary = RunSummary(monitor.camera_sinks.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
+    summary = RunSummary(monitor.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
     summary.lines = [f"processed {summary.frames} frames from {len(monitor.cameras)} cameras in {elapsed:.0f}s "
                      f"({summary.fps:.1f} fps in total)", *lines]
     source_note = monitor.source.summary()
     if source_note:
         summary.lines.append(source_note)
     summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
-    for sink in (monitor.camera_sinks, monitor.events):
-        if sink is not None and sink.summary():
-            summary.lines.append(f"wrote {sink.summary()}")
+    for sink in (*monitor.camera_outputs, monitor.events):
+        note = sink.summary() if sink is not None else None
+        if note:
+            summary.lines.append(f"wrote {note}")
     return summary

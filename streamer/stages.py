@@ -203,25 +203,27 @@ class RenderStage(Stage):
     """Draws detections (and optionally a status overlay) onto the frame.
 
     With ``copy=False`` it draws on the decoded frame itself, which saves a full-frame copy
-    when nothing downstream needs the clean picture. ``status`` returns the overlay lines for
-    a result (fps, latency, drops); ``True`` gives fps and latency measured here.
+    when nothing downstream needs the clean picture. With ``status`` it adds fps and latency
+    measured here, then whatever lines ``extra_status`` returns (drops, say).
     """
 
     name = "render"
 
-    def __init__(self, copy: bool = False, status: bool | Callable[[Result], list[str]] = False) -> None:
+    def __init__(self, copy: bool = False, status: bool = False) -> None:
         self.copy = copy
         self.status = status
+        self.extra_status: Callable[[], list[str]] | None = None
         self._times: collections.deque[float] = collections.deque(maxlen=256)
 
-    def default_status(self, item: Result) -> list[str]:
+    def status_lines(self, item: Result) -> list[str]:
         now = time.monotonic()
         self._times.append(now)
         while len(self._times) > 1 and now - self._times[0] > 2.0:
             self._times.popleft()
         fps = (len(self._times) - 1) / (now - self._times[0]) if len(self._times) > 1 else 0.0
         latency = (now - item.frame.captured_at) * 1000.0
-        return [f"{fps:.1f} fps", f"latency {latency:.0f} ms"]
+        lines = [f"{fps:.1f} fps", f"latency {latency:.0f} ms"]
+        return lines + self.extra_status() if self.extra_status is not None else lines
 
     def process(self, item: Result) -> Result:
         image = item.frame.image.copy() if self.copy else item.frame.image
@@ -230,8 +232,7 @@ class RenderStage(Stage):
         if item.classes is not None:
             draw_classes(image, item.classes, item.names)
         if self.status:
-            lines = self.status(item) if callable(self.status) else self.default_status(item)
-            draw_status(image, lines)
+            draw_status(image, self.status_lines(item))
         item.annotated = image
         return item
 
@@ -252,45 +253,51 @@ class SinkStage(Stage):
         self._opened: list[Sink] = []
         self.failures: dict[str, int] = {}
         self.errors: dict[str, str] = {}
-        self.disabled: list[str] = []
-        self._streak: dict[int, int] = {}
+        self._streak: dict[Sink, int] = {}  # failures in a row, per sink
+        self._disabled: list[Sink] = []
+
+    @property
+    def disabled(self) -> list[str]:
+        return [sink.name for sink in self._disabled]
 
     def open(self) -> None:
         for sink in self.sinks:
             sink.open()
             self._opened.append(sink)
 
-    def _guard(self, sink: Sink, action: Callable[[], None]) -> None:
-        if id(sink) in self._streak and self._streak[id(sink)] < 0:
-            return  # disabled
-        try:
-            action()
-            self._streak[id(sink)] = 0
-        except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
-            streak = self._streak.get(id(sink), 0) + 1
-            self._streak[id(sink)] = streak
-            self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
-            message = str(exc) or type(exc).__name__
-            if self.errors.get(sink.name) != message:
-                log.error("sink '%s' failed: %s", sink.name, message)
-            self.errors[sink.name] = message
-            if streak >= self.max_failures:
-                self._streak[id(sink)] = -1
-                self.disabled.append(sink.name)
-                log.error("sink '%s' disabled after %d failures in a row; the other outputs continue", sink.name, streak)
+    def _run(self, method: str, *args: object) -> None:
+        """Call ``method`` on every enabled sink; a failure is counted against that sink only."""
+        for sink in self.sinks:
+            if sink in self._disabled:
+                continue
+            try:
+                getattr(sink, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
+                self._failed(sink, exc)
+            else:
+                self._streak[sink] = 0
+
+    def _failed(self, sink: Sink, exc: Exception) -> None:
+        streak = self._streak.get(sink, 0) + 1
+        self._streak[sink] = streak
+        self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
+        message = str(exc) or type(exc).__name__
+        if self.errors.get(sink.name) != message:
+            log.error("sink '%s' failed: %s", sink.name, message)
+        self.errors[sink.name] = message
+        if streak >= self.max_failures:
+            self._disabled.append(sink)
+            log.error("sink '%s' disabled after %d failures in a row; the other outputs continue", sink.name, streak)
 
     def process(self, item: Result) -> Result:
-        for sink in self.sinks:
-            self._guard(sink, lambda sink=sink: sink.write(item))  # type: ignore[misc]
+        self._run("write", item)
         return item
 
     def idle(self) -> None:
-        for sink in self.sinks:
-            self._guard(sink, sink.idle)
+        self._run("idle")
 
     def flush(self) -> None:
-        for sink in self.sinks:
-            self._guard(sink, sink.flush)
+        self._run("flush")
 
     def close(self) -> None:
         for sink in reversed(self._opened):

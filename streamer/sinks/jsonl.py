@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from streamer.errors import SinkError
 from streamer.sinks.base import Sink
 from streamer.types import Result
@@ -31,20 +33,19 @@ def result_record(result: Result, now: float | None = None) -> dict[str, Any]:
     }
     if result.detections is not None:
         det = result.detections
+        # Whole-array conversions, then one dict per box: no per-element NumPy scalars.
+        boxes = det.xyxy.astype(np.float64).round(2).tolist()
+        scores = det.confidence.astype(np.float64).round(5).tolist()
         record["detections"] = [
-            {
-                "class_id": int(c),
-                "label": result.label(int(c)),
-                "confidence": round(float(s), 5),
-                "xyxy": [round(float(v), 2) for v in box],
-            }
-            for box, s, c in zip(det.xyxy, det.confidence, det.class_id, strict=True)
+            {"class_id": c, "label": result.label(c), "confidence": s, "xyxy": box}
+            for box, s, c in zip(boxes, scores, det.class_id.tolist(), strict=True)
         ]
     if result.classes is not None:
         cl = result.classes
+        probabilities = cl.probability.astype(np.float64).round(5).tolist()
         record["classes"] = [
-            {"class_id": int(c), "label": result.label(int(c)), "probability": round(float(p), 5)}
-            for c, p in zip(cl.class_id, cl.probability, strict=True)
+            {"class_id": c, "label": result.label(c), "probability": p}
+            for c, p in zip(cl.class_id.tolist(), probabilities, strict=True)
         ]
     return record
 

@@ -418,13 +418,27 @@ class CameraSource(LiveSource):
 # ----------------------------------------------------------------------------- synthetic
 
 
+class _Pacer:
+    """Releases frames at ``fps`` like a camera; after a hiccup it does not burst to catch up
+    by more than one frame."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.next_at = time.monotonic()
+
+    def wait(self) -> None:
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_at = max(self.next_at + self.period, time.monotonic() - self.period)
+
+
 class _SyntheticCapture:
     """Draws a test pattern paced like a camera: moving shapes and a frame counter."""
 
     def __init__(self, owner: SyntheticSource) -> None:
         self.owner = owner
-        self.period = 1.0 / owner.fps_value
-        self.next_at = time.monotonic()
+        self.pacer = _Pacer(owner.fps_value)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         o = self.owner
@@ -435,10 +449,7 @@ class _SyntheticCapture:
             return False, None  # a simulated disconnect: the source must reconnect
         o._just_reconnected = False
         if o.paced:
-            delay = self.next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.next_at = max(self.next_at + self.period, time.monotonic() - self.period)
+            self.pacer.wait()
         image = o.render(o.produced)
         o.produced += 1
         return True, image
@@ -515,19 +526,15 @@ class SyntheticSource(LiveSource):
 class _PacedFileCapture:
     def __init__(self, cap: cv2.VideoCapture, fps: float, loop: bool) -> None:
         self.cap = cap
-        self.period = 1.0 / fps
         self.loop = loop
-        self.next_at = time.monotonic()
+        self.pacer = _Pacer(fps)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         ok, image = self.cap.read()
         if not ok and self.loop:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = self.cap.read()
-        delay = self.next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        self.next_at = max(self.next_at + self.period, time.monotonic() - self.period)
+        self.pacer.wait()
         return ok, image
 
     def release(self) -> None:
