@@ -136,7 +136,6 @@ class Pipeline:
         self._finished = threading.Event()
         self.started_at: float | None = None
         self.frames_read = 0
-        self.source_ended = False  # True when the source reached its natural end
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -363,10 +362,8 @@ class Pipeline:
                 finally:
                     meter.busy_since = None
                 if frame is TIMEOUT:
-                    meter.touch()
                     continue
                 if frame is None:
-                    self.source_ended = True
                     break
                 meter.record((time.perf_counter() - t0) * 1000.0)
                 self.frames_read += 1
@@ -417,7 +414,6 @@ class Pipeline:
                 try:
                     batch, ended = self._next_batch(inbox, stage)
                 except Empty:
-                    meter.touch()
                     stage.idle()
                     continue
                 if batch:

@@ -78,7 +78,6 @@ class BoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
-        self.put_count = 0
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -112,7 +111,6 @@ class BoundedQueue(Generic[T]):
                             return False
                         self._not_full.wait(remaining)
             self._items.append(item)
-            self.put_count += 1
             self._not_empty.notify()
             return True
 

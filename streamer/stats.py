@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,9 +29,6 @@ class StageStats:
     state: str = "running"
     stalled_s: float = 0.0
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 class StageMeter:
     """Mutable counters owned by one stage thread; ``snapshot`` may be called from any thread."""
@@ -42,7 +39,6 @@ class StageMeter:
         self.errors = 0
         self.last_error: str | None = None
         self.state = "idle"
-        self.last_progress = time.monotonic()
         #: When the item being processed now was started; None while waiting for input.
         self.busy_since: float | None = None
         self.stalled_reported = False
@@ -54,7 +50,6 @@ class StageMeter:
         now = time.monotonic()
         with self._lock:
             self.processed += items
-            self.last_progress = now
             for _ in range(items):
                 self._times_ms.append(elapsed_ms)
                 self._done_at.append(now)
@@ -63,10 +58,6 @@ class StageMeter:
         with self._lock:
             self.errors += 1
             self.last_error = message
-
-    def touch(self) -> None:
-        """Mark progress without an item (a stage that is alive but has nothing to do)."""
-        self.last_progress = time.monotonic()
 
     def fps(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now

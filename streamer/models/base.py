@@ -12,8 +12,6 @@ import numpy as np
 from streamer.errors import ModelError
 from streamer.types import Letterbox
 
-#: Output layouts a detector may produce, see :mod:`streamer.postprocess.yolo`.
-LAYOUTS = ("v8", "v5", "end2end", "classify", "anchors")
 
 
 @dataclass(frozen=True, slots=True)

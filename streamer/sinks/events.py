@@ -154,6 +154,7 @@ class EventSink(Sink):
         self.webhook_retries = webhook_retries
         self.webhook_timeout_s = webhook_timeout_s
         self.webhook: WebhookSender | None = None
+        self._webhook_counts: tuple[int, int, int] | None = None
         self.events: list[dict[str, Any]] = []
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._file: IO[str] | None = None
@@ -253,8 +254,13 @@ class EventSink(Sink):
             self._file = None
         if self.webhook is not None:
             self.webhook.close()
+            self._webhook_counts = (self.webhook.sent, self.webhook.failed, self.webhook.dropped)
             self.webhook = None
 
     def summary(self) -> str | None:
         where = f"{self.path}: " if self.path else ""
-        return f"{where}{len(self.events)} events"
+        text = f"{where}{len(self.events)} events"
+        hook = self._webhook_counts
+        if hook is not None:
+            text += f"; webhook: {hook[0]} delivered, {hook[1]} failed, {hook[2]} dropped (queue full)"
+        return text

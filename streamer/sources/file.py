@@ -123,10 +123,6 @@ class VideoFileSource(Source):
             self._cap.release()
             self._cap = None
 
-    @property
-    def frames_read(self) -> int:
-        return self._index
-
     def summary(self) -> str | None:
         if self.total_frames and self._index < self.total_frames:
             return (

@@ -110,6 +110,7 @@ def test_webhook_is_retried_and_never_blocks(tmp_path: Path) -> None:
         sink.idle()
         sink.close()
         assert [e["label"] for e in Hook.received] == ["car"]  # delivered on the second attempt
+        assert "webhook: 1 delivered, 0 failed" in (sink.summary() or "")
         assert sink.events[0]["camera"] == "gate"
     finally:
         server.shutdown()
@@ -127,3 +128,4 @@ def test_dead_webhook_does_not_block_the_pipeline(tmp_path: Path) -> None:
     assert time.monotonic() - started < 0.5  # writes never waited for the webhook
     sink.close()
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 5
+    assert "webhook: 0 delivered" in (sink.summary() or "")
