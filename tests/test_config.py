@@ -77,3 +77,11 @@ def test_bad_overrides(override: str, message: str) -> None:
 
 def test_classes_accepts_single_int() -> None:
     assert from_dict({"source": "a", "detect": {"classes": 0}}).detect.classes == (0,)
+
+
+def test_network_servers_bind_loopback_by_default() -> None:
+    from streamer.sinks.dashboard import DashboardHub, DashboardServer
+
+    assert from_dict({"cameras": {"a": {"url": "synthetic"}}}).dashboard.host == "127.0.0.1"
+    with DashboardServer(DashboardHub(["a"], dict), port=0) as server:
+        assert server.url.startswith("http://127.0.0.1:")
