@@ -135,7 +135,9 @@ def test_four_cameras_dashboard_reconnect_and_events(tmp_path: Path) -> None:
         fourth.stop()
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     people = [e for e in events if e["label"] == "person"]
-    assert people, events
+    cam3 = [json.loads(x) for x in (tmp_path / "cam3.jsonl").read_text().splitlines()]
+    seen = [sorted((d["label"], d["confidence"]) for d in r["detections"]) for r in cam3]
+    assert people, (events, out[-3000:], err[-3000:], seen[:20])
     for e in people:
         assert e["start"] < e["end"] and e["camera"] in CAMERAS
         assert e["snapshot"] and Path(e["snapshot"]).is_file() and cv2.imread(e["snapshot"]) is not None
