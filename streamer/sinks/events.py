@@ -157,6 +157,8 @@ class EventSink(Sink):
         self._webhook_counts: tuple[int, int, int] | None = None
         self.events: list[dict[str, Any]] = []
         self._tracks: dict[tuple[str, str], _Track] = {}
+        self._clock: dict[str, float] = {}  # per camera: capture time of its newest frame
+        self._received: dict[str, float] = {}  # per camera: when its newest frame got here
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
 
@@ -203,18 +205,30 @@ class EventSink(Sink):
                 if cam == camera and label not in best and not track.active:
                     track.run = 0  # the run of consecutive frames is broken
                     track.max_confidence, track.best = 0.0, None
+            self._clock[camera] = max(now, self._clock.get(camera, now))
+            self._received[camera] = time.monotonic()
         self._expire(time.monotonic())
 
     def idle(self) -> None:
         self._expire(time.monotonic())
 
+    def _gone(self, camera: str, track: _Track, now: float) -> bool:
+        """Gone: the camera's own frames show ``gone_after_s`` without the label, or the camera
+        sent nothing for ``gone_after_s``. Both clocks exclude the pipeline's latency: comparing
+        capture times with the time of processing would end events (and break the runs of
+        consecutive sightings) early whenever latency is a sizeable part of gone_after_s."""
+        return (
+            self._clock.get(camera, track.last_seen) - track.last_seen >= self.gone_after_s
+            or now - self._received.get(camera, now) >= self.gone_after_s
+        )
+
     def _expire(self, now: float, force: bool = False) -> None:
         with self._lock:
             for key, track in list(self._tracks.items()):
-                if track.active and (force or now - track.last_seen >= self.gone_after_s):
+                if track.active and (force or self._gone(key[0], track, now)):
                     self._emit(key[0], track)
                     del self._tracks[key]
-                elif not track.active and track.run and now - track.last_seen >= self.gone_after_s:
+                elif not track.active and track.run and self._gone(key[0], track, now):
                     del self._tracks[key]
 
     def _emit(self, camera: str, track: _Track) -> None:

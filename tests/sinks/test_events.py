@@ -129,3 +129,32 @@ def test_dead_webhook_does_not_block_the_pipeline(tmp_path: Path) -> None:
     sink.close()
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 5
     assert "webhook: 0 delivered" in (sink.summary() or "")
+
+
+def test_latency_does_not_break_runs_or_end_events_early(tmp_path: Path) -> None:
+    """Frames arrive 0.8 s after capture, one every 0.5 s of capture time: with gone_after_s 1.0
+    the person is never gone, so the run of sightings must reach min_frames."""
+    sink = make_sink(tmp_path, min_frames=3, gone_after_s=1.0)
+    t0 = time.monotonic() - 0.8
+    for i in range(4):
+        sink.write(result("lobby", i, t0 + 0.5 * i, [(0, 0.9)]))
+        sink.idle()
+        time.sleep(0.5)
+        sink.idle()
+    sink.write(result("lobby", 4, t0 + 2.0, []))
+    assert not (tmp_path / "events.jsonl").read_text()  # 0.5 s of the camera's time without a person
+    sink.write(result("lobby", 5, t0 + 2.6, []))  # 1.1 s of capture time without: gone
+    (event,) = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert event["frames"] == 4
+    sink.close()
+
+
+def test_silent_camera_ends_its_event(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, min_frames=2, gone_after_s=0.3)
+    t0 = time.monotonic()
+    for i in range(3):
+        sink.write(result("dead", i, t0 + 0.01 * i, [(0, 0.9)]))
+    time.sleep(0.4)  # no frame at all from this camera (it went down)
+    sink.idle()
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1
+    sink.close()
