@@ -7,7 +7,8 @@
 
 Sections (ratios are only meaningful within one run on one machine):
 
-* model only: the model in a tight loop on a prepared bikes frame, per backend;
+* model only: the model in a tight loop on 64 prepared bikes frames, per backend and per
+  configuration (batch; calls in flight x threads each), including annotate's default;
 * end to end: ``annotate`` on the sample clips (decode → encode), per-stage medians;
 * naive loop: one thread doing read, letterbox, infer, decode, draw, write on the same clip;
 * Ultralytics ``predict(stream=True)`` on the same model file and clip (when a Python with
@@ -48,6 +49,7 @@ from streamer import assets  # noqa: E402
 from streamer.config import from_dict  # noqa: E402
 from streamer.jobs import run_annotate  # noqa: E402
 from streamer.models import load_model  # noqa: E402
+from streamer.models.base import default_threads  # noqa: E402
 from streamer.postprocess import yolo  # noqa: E402
 from streamer.preprocess import letterbox, letterbox_into, letterbox_params, letterbox_reference  # noqa: E402
 from streamer.render import draw_detections  # noqa: E402
@@ -89,26 +91,60 @@ def prepared_inputs(clip: str, n: int = 64) -> np.ndarray:
     return np.stack(frames)
 
 
-def bench_model_only(backends: list[str], batches: tuple[int, ...]) -> dict[str, Any]:
-    """The model alone in a tight loop over 64 prepared bikes frames, per backend and batch."""
-    x = prepared_inputs("sample:bikes")
+def model_only_fps(model, x: np.ndarray, batch: int, workers: int, passes: int = 2) -> float:  # type: ignore[no-untyped-def]
+    """Frames per second of ``model`` alone over the prepared inputs ``x`` (``passes`` times),
+    ``batch`` frames per call and ``workers`` calls in flight, as the infer stage runs it."""
+    import threading
+
+    calls = [slice(i, i + batch) for i in range(0, len(x) - batch + 1, batch)] * passes
+
+    def loop(mine: list[slice]) -> None:
+        for sl in mine:
+            model(x[sl])
+
+    model(x[:batch])
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(calls[w::workers],)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(calls) * batch / (time.perf_counter() - t0)
+
+
+def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
+    """name -> (backend, batch, workers, threads): one call on every inference thread at batch 1
+    and 2, and what ``annotate`` runs by default on this machine (``jobs.inference_plan``)."""
+    from streamer.config import ModelConfig
+    from streamer.jobs import inference_plan
+    model = load_model("yolo11n", device="cpu")
+    batch, workers = inference_plan(model, ModelConfig(), files=True)
+    threads = default_threads()
+    configs = {
+        f"onnxruntime, 1 call x {threads} threads, batch 1": ("onnxruntime", 1, 1, threads),
+        f"onnxruntime, 1 call x {threads} threads, batch 2": ("onnxruntime", 2, 1, threads),
+    }
+    name = f"onnxruntime, {workers} calls x {model.threads} threads, batch {batch}"  # type: ignore[attr-defined]
+    configs[name] = ("onnxruntime", batch, workers, model.threads)  # type: ignore[attr-defined]
+    return configs
+
+
+ANNOTATE_DEFAULT = "annotate default"
+
+
+def bench_model_only(configs: dict[str, tuple[str, int, int, int]], x: np.ndarray) -> dict[str, Any]:
+    """The model alone in a tight loop over 64 prepared bikes frames, per configuration."""
     out: dict[str, Any] = {}
-    for backend in backends:
+    for name, (backend, batch, workers, threads) in configs.items():
         try:
-            model = load_model("yolo11n", backend=backend, device="cpu")
+            model = load_model("yolo11n", backend=backend, device="cpu", threads=threads)
             model.ensure_open()
         except Exception as exc:  # noqa: BLE001 - a backend that is not installed is reported, not fatal
-            out[backend] = {"error": str(exc)}
+            out[name] = {"error": str(exc)}
             continue
-        for batch in batches:
-            model(x[:batch])
-            t0 = time.perf_counter()
-            for i in range(0, len(x) - batch + 1, batch):
-                model(x[i : i + batch])
-            n = (len(x) // batch) * batch
-            ms = (time.perf_counter() - t0) * 1000.0 / n
-            out[f"{backend} batch {batch}"] = {"ms": round(ms, 2), "fps": round(1000.0 / ms, 2),
-                                               "input": [batch, *x.shape[1:]]}
+        fps = model_only_fps(model, x, batch, workers)
+        out[name] = {"ms": round(1000.0 / fps, 2), "fps": round(fps, 2), "input": [batch, *x.shape[1:]],
+                     "workers": workers, "threads": threads}
         model.ensure_closed()
     return out
 
@@ -466,22 +502,42 @@ def main() -> int:
     }
     t_all = time.perf_counter()
     # This machine's speed drifts by +-20 % within minutes (shared hardware). The figures that
-    # are compared with each other run interleaved, in rounds, and each reports its median.
-    rounds = 1 if args.quick else 3
+    # are compared with each other run interleaved, in rounds; each ratio is taken within a
+    # round, and the report gives the median over rounds (and every round's value).
+    rounds = 1 if args.quick else 5
     runs: dict[str, list[dict[str, Any]]] = {}
+    ratios: dict[str, list[float]] = {}
 
     def keep(name: str, value: dict[str, Any]) -> None:
         runs.setdefault(name, []).append(value)
 
+    configs = model_only_configs()
+    default_config = list(configs)[-1]
+    x = prepared_inputs("sample:bikes")
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for key, value in bench_model_only(["onnxruntime", "torch"] if r == 0 else ["onnxruntime"], (1, 2)).items():
+            round_configs = dict(configs)
+            if r == 0:
+                round_configs["torch, 1 call, batch 1"] = ("torch", 1, 1, default_threads())
+            model_only = bench_model_only(round_configs, x)
+            for key, value in model_only.items():
                 keep(f"model_only/{key}", value)
-            keep("annotate/sample:bikes", bench_annotate("sample:bikes", "auto", Path(tmp)))
-            keep("naive", bench_naive("sample:bikes", Path(tmp), streamer_kernels=False))
-            keep("naive_streamer_kernels", bench_naive("sample:bikes", Path(tmp), streamer_kernels=True))
+            e2e = bench_annotate("sample:bikes", "auto", Path(tmp))
+            keep("annotate/sample:bikes", e2e)
+            naive = bench_naive("sample:bikes", Path(tmp), streamer_kernels=False)
+            keep("naive", naive)
+            naive_k = bench_naive("sample:bikes", Path(tmp), streamer_kernels=True)
+            keep("naive_streamer_kernels", naive_k)
+            best_model = max(v["fps"] for k, v in model_only.items() if "fps" in v and k.startswith("onnxruntime"))
+            ratios.setdefault("e2e_over_model_only_same_config", []).append(e2e["fps"] / model_only[default_config]["fps"])
+            ratios.setdefault("e2e_over_fastest_model_only", []).append(e2e["fps"] / best_model)
+            ratios.setdefault("e2e_over_naive", []).append(e2e["fps"] / naive["fps"])
+            ratios.setdefault("e2e_over_naive_with_streamer_kernels", []).append(e2e["fps"] / naive_k["fps"])
             if args.ultralytics_python:
-                keep("ultralytics", bench_ultralytics(args.ultralytics_python))
+                ul = bench_ultralytics(args.ultralytics_python)
+                keep("ultralytics", ul)
+                if "fps" in ul:
+                    ratios.setdefault("e2e_over_ultralytics", []).append(e2e["fps"] / ul["fps"])
         for clip in ("sample:carphone", "sample:bigbuckbunny"):
             keep(f"annotate/{clip}", bench_annotate(clip, "auto", Path(tmp)))
 
@@ -495,14 +551,18 @@ def main() -> int:
 
     report["rounds"] = rounds
     report["model_only"] = {k.split("/", 1)[1]: median_run(v) for k, v in runs.items() if k.startswith("model_only/")}
+    report["annotate_default_model_config"] = default_config
     report["annotate"] = {k.split("/", 1)[1]: median_run(v) for k, v in runs.items() if k.startswith("annotate/")}
     report["naive"] = median_run(runs["naive"])
     report["naive_streamer_kernels"] = median_run(runs["naive_streamer_kernels"])
     if "ultralytics" in runs:
         report["ultralytics"] = median_run(runs["ultralytics"])
-    ok = {b: v for b, v in report["model_only"].items() if "fps" in v}
-    best = max((k for k in ok if k.endswith("batch 1")), key=lambda k: ok[k]["fps"])
-    report["best_cpu_backend"] = best.removesuffix(" batch 1")
+    # The CPU backend to use: the faster of the two at one call on every thread, batch 1.
+    fps_of = {k: v.get("fps", 0.0) for k, v in report["model_only"].items()}
+    torch_fps = fps_of.get("torch, 1 call, batch 1", 0.0)
+    report["best_cpu_backend"] = "onnxruntime" if fps_of[list(configs)[0]] >= torch_fps else "torch"
+    report["ratios"] = {k: {"median": round(statistics.median(v), 3), "rounds": [round(a, 3) for a in v]}
+                        for k, v in ratios.items()}
     report["postprocess"] = bench_postprocess("onnxruntime", repeat * 5)
     report["letterbox"] = bench_letterbox(repeat)
     report["gpu"] = bench_gpu()
@@ -520,20 +580,6 @@ def main() -> int:
         report["memory"] = bench_memory(args.memory_frames)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["bench_seconds"] = round(time.perf_counter() - t_all, 1)
-    from streamer.jobs import default_file_batch
-
-    batch = default_file_batch(load_model("yolo11n"))
-    model_fps = report["model_only"][f"{report['best_cpu_backend']} batch {batch}"]["fps"]
-    e2e = report["annotate"]["sample:bikes"]["fps"]
-    report["annotate_batch"] = batch
-    report["ratios"] = {
-        "e2e_over_model_only_same_batch": round(e2e / model_fps, 3),
-        "e2e_over_model_only_batch_1": round(e2e / report["model_only"][best]["fps"], 3),
-        "e2e_over_naive": round(e2e / report["naive"]["fps"], 3),
-        "e2e_over_naive_with_streamer_kernels": round(e2e / report["naive_streamer_kernels"]["fps"], 3),
-    }
-    if "fps" in report.get("ultralytics", {}):
-        report["ratios"]["e2e_over_ultralytics"] = round(e2e / report["ultralytics"]["fps"], 3)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -552,7 +598,7 @@ def print_table(r: dict[str, Any]) -> None:
     for clip, v in r["annotate"].items():
         print(f"| annotate {clip}: end to end | {v['fps']} fps ({v['frames']} frames; runs {v.get('all_fps')}) |")
         print(f"| annotate {clip}: stage medians (ms) | {v['stage_medians_ms']} |")
-    print(f"| annotate batch size (default for files on this device) | {r['annotate_batch']} |")
+    print(f"| annotate's default model configuration on this machine | {r['annotate_default_model_config']} |")
     print(f"| naive single-thread loop, bikes (NumPy/OpenCV, default ORT session) | {r['naive']['fps']} fps "
           f"(runs {r['naive'].get('all_fps')}) |")
     print(f"| naive single-thread loop, bikes, with streamer's kernels and session | "
@@ -562,7 +608,7 @@ def print_table(r: dict[str, Any]) -> None:
         print("| Ultralytics predict(stream=True), bikes | "
               + (f"{u['fps']} fps (runs {u.get('all_fps')})" if "fps" in u else u["error"]) + " |")
     for k, v in r["ratios"].items():
-        print(f"| ratio {k.replace('_', ' ')} | {v} |")
+        print(f"| ratio {k.replace('_', ' ')} (median of rounds) | **{v['median']}** (rounds {v['rounds']}) |")
     for k, v in r["postprocess"].items():
         print(f"| decode + NMS, {k} ({v['candidates']} candidates) | {v['ms']} ms |")
     for k, v in r["letterbox"].items():

@@ -25,6 +25,7 @@ def build_pipeline(
     rect: bool = True,
     batch: int = 1,
     batch_timeout_s: float | None = None,
+    workers: int = 1,
     sinks: Sequence[Sink] = (),
     render: bool | None = None,
     render_copy: bool = False,
@@ -51,7 +52,8 @@ def build_pipeline(
         # Files: a batch waits up to 50 ms to fill (nothing is lost, throughput wins). Live:
         # only frames already waiting join a batch unless a timeout is given (monitoring).
         InferStage(model, batch_size=batch,
-                   batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05)),
+                   batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05),
+                   workers=workers),
         PostprocessStage(model, params or DetectConfig(), anchors=anchors),
     ]
     if render is None:

@@ -38,8 +38,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="ID", help="keep only these class ids")
     p.add_argument("--agnostic-nms", action="store_true", help="suppress overlapping boxes across classes")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per frame (default: 300)")
-    p.add_argument("--batch", type=int, default=1, help="frames per model call (default: 1)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores up to 4)")
+    p.add_argument("--batch", type=int, default=None, help="frames per model call (default: 1; 8 for files on CUDA)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads per model call (default: all cores up to 4, shared by the workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="model calls in flight at once when annotating (default: 2 on a CPU with 2+ cores, else 1)")
     p.add_argument("--task", default="auto", choices=["auto", "detect", "classify"],
                    help="insist on a task (default: what the model's output says)")
     p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (replaces the model's)")
@@ -96,7 +99,8 @@ def _model_sections(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": {
             "name": args.model, "backend": args.backend, "device": args.device, "imgsz": args.imgsz,
-            "rect": not args.square, "batch": args.batch, "threads": args.threads, "half": args.half,
+            "rect": not args.square, "batch": args.batch, "threads": args.threads,
+            "workers": args.workers, "half": args.half,
             "task": args.task, "labels": args.labels,
         },
         "detect": {

@@ -108,6 +108,8 @@ class ModelConfig:
     batch: int | None = None
     batch_timeout_ms: float = 10.0
     threads: int | None = None
+    #: Model calls in flight at once (file annotation); None: 2 on a CPU with 2+ cores, else 1.
+    workers: int | None = None
     half: bool = False
     task: str = "auto"
     labels: str | None = None
@@ -123,6 +125,7 @@ class ModelConfig:
         _check(0 <= self.batch_timeout_ms <= 1000,
                f"model.batch_timeout_ms must be between 0 and 1000, but got {self.batch_timeout_ms}")
         _check(self.threads is None or self.threads >= 1, f"model.threads must be >= 1, but got {self.threads}")
+        _check(self.workers is None or 1 <= self.workers <= 16, f"model.workers must be between 1 and 16, but got {self.workers}")
         _check(self.task in ("auto", "detect", "classify"),
                f"model.task must be one of ['auto', 'detect', 'classify'], but got {self.task!r}")
 

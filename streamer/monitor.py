@@ -28,7 +28,7 @@ import numpy as np
 from streamer.api import build_pipeline
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, model_for, sink_failure_lines
+from streamer.jobs import RunSummary, StopOnSignal, inference_plan, model_for, sink_failure_lines
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.queues import Policy
 from streamer.sinks.base import ForSource, Sink
@@ -115,9 +115,10 @@ class Monitor:
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
         n = len(names)
+        _, workers = inference_plan(self.model, cfg.model, files=False)
         self.pipeline: Pipeline = build_pipeline(
             self.source, self.model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-            batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, sinks=sinks,
+            batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, workers=workers, sinks=sinks,
             render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
         )
         self.started_at = time.monotonic()

@@ -50,6 +50,9 @@ class Stage(ABC):
 
     name: str = "stage"
     batch_size: int = 1
+    #: Threads running this stage at once. Each takes whole batches, and results still leave
+    #: in input order; ``process``/``process_batch`` must then be safe to call concurrently.
+    workers: int = 1
     #: How long to wait for a batch to fill once its first item arrived.
     batch_timeout_s: float = 0.0
 
@@ -130,6 +133,9 @@ class Pipeline:
         self._errors: list[StageError] = []
         self._error_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._turns: list[_Turns] = []
+        self._watchdog_thread: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self._opened: list[Stage] = []
         self._source_open = False
         self._started = False
@@ -169,21 +175,27 @@ class Pipeline:
         self._started = True
         self.started_at = time.monotonic()
         self._threads = [threading.Thread(target=self._run_source, name="streamer-source", daemon=True)]
+        self._turns = [_Turns(max(1, stage.workers)) for stage in self.stages]
         for i, stage in enumerate(self.stages):
-            thread = threading.Thread(target=self._run_stage, args=(i,), name=f"streamer-{stage.name}", daemon=True)
-            self._threads.append(thread)
+            for w in range(max(1, stage.workers)):
+                suffix = f"-{w}" if stage.workers > 1 else ""
+                thread = threading.Thread(target=self._run_stage, args=(i, w), name=f"streamer-{stage.name}{suffix}",
+                                          daemon=True)
+                self._threads.append(thread)
         for thread in self._threads:
             thread.start()
         if self.stage_timeout_s:
-            # Not joined like the others: it only reads counters and exits with the pipeline.
-            threading.Thread(target=self._watchdog, name="streamer-watchdog", daemon=True).start()
+            # Not among the stage threads (``alive()`` is about those): it only reads counters,
+            # and ``_finish`` ends and joins it.
+            self._watchdog_thread = threading.Thread(target=self._watchdog, name="streamer-watchdog", daemon=True)
+            self._watchdog_thread.start()
         return self
 
     def _watchdog(self) -> None:
         """Report, by name, any stage stuck on one item for longer than ``stage_timeout_s``."""
         assert self.stage_timeout_s is not None
         limit = self.stage_timeout_s
-        while self.alive() and not self._abort.wait(min(0.5, limit / 4)):
+        while self.alive() and not self._watch_stop.wait(min(0.5, limit / 4)):
             now = time.monotonic()
             for meter in [self.source_meter, *self.meters]:
                 since = meter.busy_since
@@ -330,6 +342,9 @@ class Pipeline:
             log.warning("threads still running after 10 s: %s", ", ".join(stuck))
             self.abort()
             self.join(timeout=2.0)
+        self._watch_stop.set()
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.join(timeout=1.0)
         self._finished.set()
 
     def _fail(self, stage: str, exc: BaseException) -> None:
@@ -356,11 +371,11 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
-                meter.busy_since = time.monotonic()
+                meter.begin()
                 try:
                     frame = self.source.read(_POLL_S)
                 finally:
-                    meter.busy_since = None
+                    meter.end()
                 if frame is TIMEOUT:
                     continue
                 if frame is None:
@@ -402,30 +417,52 @@ class Pipeline:
             batch.append(nxt)
         return batch, False
 
-    def _run_stage(self, index: int) -> None:
+    def _run_stage(self, index: int, worker: int = 0) -> None:
+        """One thread of a stage: take a batch, process it, pass the results on in input order.
+
+        A stage with ``workers > 1`` runs this in that many threads. They take batches one at a
+        time (each gets the next turn number) and hand their results on strictly in turn order,
+        so the stream leaves the stage in the order it came in. The thread that takes END waits
+        for its turn, flushes the stage and passes END on; the last thread out closes the stage.
+        """
         stage = self.stages[index]
         meter = self.meters[index]
         inbox = self.queues[index]
+        turns = self._turns[index]
         out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+        last = index == len(self.stages) - 1
         meter.state = "running"
         ended = False
         try:
             while not self._abort.is_set():
-                try:
-                    batch, ended = self._next_batch(inbox, stage)
-                except Empty:
+                with turns.take_lock:
+                    if turns.ended:
+                        break
+                    try:
+                        batch, ended = self._next_batch(inbox, stage)
+                    except Empty:
+                        batch = None
+                    else:
+                        turn = turns.next_turn
+                        turns.next_turn += 1
+                        turns.ended = ended
+                if batch is None:
                     stage.idle()
                     continue
+                results: list[Result] = []
+                elapsed = 0.0
                 if batch:
                     t0 = time.perf_counter()
-                    meter.busy_since = time.monotonic()
+                    meter.begin(worker)
                     try:
                         results = stage.process_batch(batch) if stage.batch_size > 1 else _one(stage, batch[0])
                     finally:
-                        meter.busy_since = None
+                        meter.end(worker)
                     elapsed = (time.perf_counter() - t0) * 1000.0
                     meter.record(elapsed / max(len(batch), 1), items=len(batch))
-                    last = index == len(self.stages) - 1
+                if not turns.wait(turn, self._abort):
+                    break
+                try:
                     done_at = time.monotonic()
                     for result in results:
                         result.timings_ms[stage.name] = elapsed
@@ -433,24 +470,27 @@ class Pipeline:
                             self.latency.record((done_at - result.frame.captured_at) * 1000.0)
                         if not self._put(out, result):
                             break
-                if ended:
-                    stage.flush()
-                    break
+                    if ended:
+                        stage.flush()
+                        break
+                finally:
+                    turns.done(turn)
         except BaseException as exc:  # noqa: BLE001 - any failure stops the pipeline by design
             meter.record_error(str(exc))
             self._fail(stage.name, exc)
         finally:
-            meter.state = "ended"
             if ended and not self._abort.is_set():
                 self._put(out, END)
-            elif out is not None:
+            elif out is not None and (self._abort.is_set() or not turns.ended):
                 out.put(END, 0)
-            if self._take_opened(stage):
-                try:
-                    stage.close()
-                except Exception as exc:  # noqa: BLE001
-                    meter.record_error(str(exc))
-                    self._fail(stage.name, exc)
+            if turns.leave():
+                meter.state = "ended"
+                if self._take_opened(stage):
+                    try:
+                        stage.close()
+                    except Exception as exc:  # noqa: BLE001
+                        meter.record_error(str(exc))
+                        self._fail(stage.name, exc)
 
     def _take_opened(self, stage: Stage) -> bool:
         """Claim the right to close ``stage``: True exactly once per opened stage."""
@@ -474,6 +514,38 @@ class Pipeline:
                 self.source.close()
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the source failed: %s", exc)
+
+
+class _Turns:
+    """The order bookkeeping shared by the threads of one stage."""
+
+    def __init__(self, workers: int) -> None:
+        self.take_lock = threading.Lock()  # held while a thread takes its batch and turn
+        self.next_turn = 0
+        self.ended = False  # some thread took END: the others stop taking
+        self._cond = threading.Condition()
+        self._current = 0  # the turn whose results go out next
+        self._running = workers
+
+    def wait(self, turn: int, abort: threading.Event) -> bool:
+        """Block until ``turn`` may pass its results on; False if the pipeline aborted."""
+        with self._cond:
+            while self._current != turn:
+                if abort.is_set():
+                    return False
+                self._cond.wait(_POLL_S)
+        return True
+
+    def done(self, turn: int) -> None:
+        with self._cond:
+            self._current = turn + 1
+            self._cond.notify_all()
+
+    def leave(self) -> bool:
+        """A thread exits; True for the last one."""
+        with self._cond:
+            self._running -= 1
+            return self._running == 0
 
 
 def _one(stage: Stage, item: Result) -> list[Result]:

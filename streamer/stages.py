@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -65,16 +66,23 @@ class PreprocessStage(Stage):
 
 
 class InferStage(Stage):
-    """Runs the model; with ``batch_size > 1`` frames of the same input size share one call."""
+    """Runs the model; with ``batch_size > 1`` frames of the same input size share one call.
+
+    With ``workers > 1`` that many model calls run at once (the model must be safe to call
+    from several threads, as ONNX Runtime sessions and torch modules in inference mode are);
+    results still leave in input order.
+    """
 
     name = "infer"
 
-    def __init__(self, model: Model, batch_size: int = 1, batch_timeout_s: float = 0.0) -> None:
+    def __init__(self, model: Model, batch_size: int = 1, batch_timeout_s: float = 0.0, workers: int = 1) -> None:
         self.model = model
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
+        self.workers = workers
         self.batches = 0
         self.batched_items = 0
+        self._count_lock = threading.Lock()
 
     def open(self) -> None:
         self.model.ensure_open()
@@ -116,8 +124,9 @@ class InferStage(Stage):
         for i, item in enumerate(items):
             item.raw = raw[i]
             item.input = None  # free the input tensor as soon as it is used
-        self.batches += 1
-        self.batched_items += len(items)
+        with self._count_lock:
+            self.batches += 1
+            self.batched_items += len(items)
         return items
 
     @property

@@ -39,12 +39,25 @@ class StageMeter:
         self.errors = 0
         self.last_error: str | None = None
         self.state = "idle"
-        #: When the item being processed now was started; None while waiting for input.
-        self.busy_since: float | None = None
+        # When each worker started the item it is on now (absent while it waits for input).
+        self._busy: dict[int, float] = {}
         self.stalled_reported = False
         self._lock = threading.Lock()
         self._times_ms: collections.deque[float] = collections.deque(maxlen=_WINDOW)
         self._done_at: collections.deque[float] = collections.deque(maxlen=_WINDOW)
+
+    def begin(self, worker: int = 0) -> None:
+        """``worker`` started an item (stages run by several threads have one key each)."""
+        self._busy[worker] = time.monotonic()
+
+    def end(self, worker: int = 0) -> None:
+        self._busy.pop(worker, None)
+
+    @property
+    def busy_since(self) -> float | None:
+        """When the oldest item still being processed was started; None while all wait for input."""
+        starts = list(self._busy.values())
+        return min(starts) if starts else None
 
     def record(self, elapsed_ms: float, items: int = 1) -> None:
         now = time.monotonic()
@@ -89,5 +102,5 @@ class StageMeter:
             p95_ms=round(p95, 3),
             last_error=self.last_error,
             state=self.state,
-            stalled_s=round(time.monotonic() - self.busy_since, 3) if self.busy_since is not None else 0.0,
+            stalled_s=round(time.monotonic() - since, 3) if (since := self.busy_since) is not None else 0.0,
         )

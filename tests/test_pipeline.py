@@ -161,3 +161,70 @@ def test_watchdog_reports_a_stuck_stage_by_name(caplog: pytest.LogCaptureFixture
     messages = [r.getMessage() for r in caplog.records]
     assert any("stage 'decoder' has made no progress" in m for m in messages)
     assert not any("stage 'a'" in m for m in messages)
+
+
+class Jittery(Stage):
+    """A stage run by several threads whose items take random, overlapping times."""
+
+    def __init__(self, workers: int, batch_size: int = 1, fail_at: int | None = None, seed: int = 0) -> None:
+        self.name = "jittery"
+        self.workers = workers
+        self.batch_size = batch_size
+        self.fail_at = fail_at
+        self.rng = np.random.default_rng(seed)
+        self.delays = self.rng.uniform(0.0, 0.004, 10_000)
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+        self.flushes = 0
+        self.closes = 0
+
+    def process(self, item: Result) -> Result:
+        if item.frame.index == self.fail_at:
+            raise RuntimeError(f"boom at {self.fail_at}")
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        time.sleep(self.delays[item.frame.index % len(self.delays)])
+        with self.lock:
+            self.active -= 1
+        return item
+
+    def flush(self) -> None:
+        with self.lock:
+            self.flushes += 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closes += 1
+
+
+@pytest.mark.parametrize(("workers", "batch"), [(2, 1), (3, 1), (4, 3)])
+def test_stage_workers_run_at_once_and_keep_the_order(workers: int, batch: int) -> None:
+    stage = Jittery(workers, batch_size=batch, seed=workers)
+    after = Slow("after")
+    p = Pipeline(CountingSource(300), [stage, after], queue=QueueConfig(8, Policy.BLOCK))
+    p.run()
+    assert after.seen == list(range(300))  # every item, once, in input order
+    assert stage.most_active >= 2  # the workers really overlapped
+    assert (stage.flushes, stage.closes, after.flushed) == (1, 1, True)  # END reached the next stage once
+
+
+def test_stage_workers_error_stops_the_pipeline_and_closes_once() -> None:
+    stage = Jittery(3, fail_at=57)
+    p = Pipeline(CountingSource(10_000), [stage, Slow("after")])
+    with pytest.raises(StageError, match="jittery.*boom at 57"):
+        p.run()
+    assert not p.alive()
+    assert stage.closes == 1
+
+
+def test_stage_workers_stop_is_graceful() -> None:
+    stage = Jittery(3)
+    after = Slow("after")
+    p = Pipeline(CountingSource(100_000), [stage, after]).start()
+    time.sleep(0.3)
+    p.stop()
+    assert p.join(timeout=5)
+    assert after.seen == list(range(p.frames_read))  # everything read came out, in order
+    assert after.flushed and stage.flushes == 1
