@@ -421,23 +421,26 @@ class Pipeline:
         """One thread of a stage: take a batch, process it, pass the results on in input order.
 
         A stage with ``workers > 1`` runs this in that many threads. They take batches one at a
-        time (each gets the next turn number) and hand their results on strictly in turn order,
-        so the stream leaves the stage in the order it came in. The thread that takes END waits
-        for its turn, flushes the stage and passes END on; the last thread out closes the stage.
+        time, each with the next turn number, and leave their results in ``_Turns``; whichever
+        thread completes the oldest outstanding turn passes on every result that is ready, in
+        turn order, so the stream leaves the stage in the order it came in and no thread waits
+        for a slower one. END is passed on (after ``flush()``) once every earlier turn has
+        gone out; the last thread to exit closes the stage.
         """
         stage = self.stages[index]
         meter = self.meters[index]
         inbox = self.queues[index]
         turns = self._turns[index]
-        out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
-        last = index == len(self.stages) - 1
         meter.state = "running"
-        ended = False
         try:
             while not self._abort.is_set():
                 with turns.take_lock:
                     if turns.ended:
                         break
+                    if not turns.room():
+                        # Far enough ahead of the oldest outstanding turn: let it catch up.
+                        turns.wait_for_room(self._abort)
+                        continue
                     try:
                         batch, ended = self._next_batch(inbox, stage)
                     except Empty:
@@ -460,29 +463,15 @@ class Pipeline:
                         meter.end(worker)
                     elapsed = (time.perf_counter() - t0) * 1000.0
                     meter.record(elapsed / max(len(batch), 1), items=len(batch))
-                if not turns.wait(turn, self._abort):
-                    break
-                try:
-                    done_at = time.monotonic()
-                    for result in results:
-                        result.timings_ms[stage.name] = elapsed
-                        if last:
-                            self.latency.record((done_at - result.frame.captured_at) * 1000.0)
-                        if not self._put(out, result):
-                            break
-                    if ended:
-                        stage.flush()
-                        break
-                finally:
-                    turns.done(turn)
+                if turns.deposit(turn, (results, elapsed, ended)):
+                    self._pass_on(index, turns)
         except BaseException as exc:  # noqa: BLE001 - any failure stops the pipeline by design
             meter.record_error(str(exc))
             self._fail(stage.name, exc)
         finally:
-            if ended and not self._abort.is_set():
-                self._put(out, END)
-            elif out is not None and (self._abort.is_set() or not turns.ended):
-                out.put(END, 0)
+            out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+            if self._abort.is_set() and out is not None:
+                out.put(END, 0)  # never blocks; lets the next stage see the end at once
             if turns.leave():
                 meter.state = "ended"
                 if self._take_opened(stage):
@@ -491,6 +480,25 @@ class Pipeline:
                     except Exception as exc:  # noqa: BLE001
                         meter.record_error(str(exc))
                         self._fail(stage.name, exc)
+
+    def _pass_on(self, index: int, turns: _Turns) -> None:
+        """Pass on every deposited turn that is next in order (this thread holds the right)."""
+        stage = self.stages[index]
+        out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+        last = index == len(self.stages) - 1
+        while (payload := turns.next_ready()) is not None:
+            results, elapsed, ended = payload
+            done_at = time.monotonic()
+            for result in results:
+                result.timings_ms[stage.name] = elapsed
+                if last:
+                    self.latency.record((done_at - result.frame.captured_at) * 1000.0)
+                if not self._put(out, result):
+                    turns.release()
+                    return
+            if ended:
+                stage.flush()
+                self._put(out, END)
 
     def _take_opened(self, stage: Stage) -> bool:
         """Claim the right to close ``stage``: True exactly once per opened stage."""
@@ -517,29 +525,56 @@ class Pipeline:
 
 
 class _Turns:
-    """The order bookkeeping shared by the threads of one stage."""
+    """The order bookkeeping shared by the threads of one stage.
+
+    Results are deposited under their turn number; the thread that deposits the oldest
+    outstanding turn becomes the one that passes results on (one at a time), and keeps doing
+    so while the next turn is ready. Takers stay at most ``2 * workers`` turns ahead of the
+    oldest outstanding one, so a stuck item cannot make the others pile up results.
+    """
 
     def __init__(self, workers: int) -> None:
         self.take_lock = threading.Lock()  # held while a thread takes its batch and turn
         self.next_turn = 0
         self.ended = False  # some thread took END: the others stop taking
+        self._window = 2 * workers
         self._cond = threading.Condition()
-        self._current = 0  # the turn whose results go out next
+        self._ready: dict[int, tuple[list[Result], float, bool]] = {}
+        self._current = 0  # the oldest turn not yet passed on
+        self._passing = False  # some thread is passing results on
         self._running = workers
 
-    def wait(self, turn: int, abort: threading.Event) -> bool:
-        """Block until ``turn`` may pass its results on; False if the pipeline aborted."""
-        with self._cond:
-            while self._current != turn:
-                if abort.is_set():
-                    return False
-                self._cond.wait(_POLL_S)
-        return True
+    def room(self) -> bool:
+        return self.next_turn - self._current < self._window
 
-    def done(self, turn: int) -> None:
+    def wait_for_room(self, abort: threading.Event) -> None:
         with self._cond:
-            self._current = turn + 1
+            if not self.room() and not abort.is_set():
+                self._cond.wait(_POLL_S)
+
+    def deposit(self, turn: int, payload: tuple[list[Result], float, bool]) -> bool:
+        """Leave a turn's results; True if the caller must now pass results on."""
+        with self._cond:
+            self._ready[turn] = payload
+            if self._passing or self._current not in self._ready:
+                return False
+            self._passing = True
+            return True
+
+    def next_ready(self) -> tuple[list[Result], float, bool] | None:
+        """The next turn's results, or None (and the passing right given up) if not ready."""
+        with self._cond:
+            payload = self._ready.pop(self._current, None)
+            if payload is None:
+                self._passing = False
+                return None
+            self._current += 1
             self._cond.notify_all()
+            return payload
+
+    def release(self) -> None:
+        with self._cond:
+            self._passing = False
 
     def leave(self) -> bool:
         """A thread exits; True for the last one."""

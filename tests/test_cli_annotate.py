@@ -131,3 +131,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         error_lines = [line for line in proc.stderr.splitlines() if line.startswith("streamer:")]
         assert len(error_lines) == 1, (args, proc.stderr)
+
+
+def test_one_worker_writes_the_same_detections_as_the_default(bikes_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two model calls in flight (the CPU default) change nothing in the output: same frames,
+    same order, same boxes as one call at a time."""
+    proc, out = bikes_run
+    assert proc.returncode == 0, proc.stderr
+    single = run_cli("annotate", "sample:bikes", "--workers", "1", "--no-video", "--no-progress",
+                     "--jsonl", str(tmp_path / "one.jsonl"))
+    assert single.returncode == 0, single.stderr
+
+    def boxes(path: Path) -> list[tuple[int, list[object]]]:
+        return [(r["frame"], r["detections"]) for r in map(json.loads, path.read_text().splitlines())]
+
+    assert boxes(tmp_path / "one.jsonl") == boxes(out / "bikes.jsonl")

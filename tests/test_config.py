@@ -40,6 +40,7 @@ def test_defaults_from_minimal_file(tmp_path: Path) -> None:
         ("source: x\ndetect:\n  iou: -1\n", r"detect.iou must be between 0 and 1, but got -1"),
         ("source: x\nmodel:\n  imgsz: 100\n", r"model.imgsz must be a positive multiple of 32, but got 100"),
         ("source: x\nmodel:\n  batch: 0\n", r"model.batch must be between 1 and 256, but got 0"),
+        ("source: x\nmodel:\n  workers: 0\n", r"model.workers must be between 1 and 16, but got 0"),
         ("source: x\ndetect:\n  conf: high\n", r"p.yaml:3: detect.conf must be a number, but got 'high'"),
         ("source: x\nmodel:\n  rect: 3\n", r"model.rect must be true or false"),
         ("job: annotate\n", r"source is required"),
