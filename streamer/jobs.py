@@ -237,7 +237,8 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     else:
         lines.append("detections: none")
     stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
-    lines.append(f"stage times (median ms per frame): {stage_times}")
+    overlapping = [f"{s.name} runs {s.workers} at once" for s in pipeline.stages if s.workers > 1]
+    lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))
     source_note = pipeline.source.summary()
     if source_note:
         lines.append(source_note)

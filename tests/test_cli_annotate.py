@@ -55,6 +55,8 @@ def test_annotates_every_frame(bikes_run) -> None:  # type: ignore[no-untyped-de
     assert sum("car" in s for s in labels_per_frame) > 125
     assert "processed 250 of 250 frames" in proc.stdout and "detections: car" in proc.stdout
     assert "[250/250]" in proc.stderr
+    if (os.cpu_count() or 1) >= 2:
+        assert "(infer runs 2 at once)" in proc.stdout  # the CPU default: two model calls in flight
 
 
 def test_agrees_with_ultralytics(bikes_run) -> None:  # type: ignore[no-untyped-def]
