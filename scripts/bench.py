@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,6 @@ def prepared_inputs(clip: str, n: int = 64) -> np.ndarray:
 def model_only_fps(model, x: np.ndarray, batch: int, workers: int, passes: int = 2) -> float:  # type: ignore[no-untyped-def]
     """Frames per second of ``model`` alone over the prepared inputs ``x`` (``passes`` times),
     ``batch`` frames per call and ``workers`` calls in flight, as the infer stage runs it."""
-    import threading
-
     calls = [slice(i, i + batch) for i in range(0, len(x) - batch + 1, batch)] * passes
 
     def loop(mine: list[slice]) -> None:
@@ -127,9 +126,6 @@ def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
     name = f"onnxruntime, {workers} calls x {model.threads} threads, batch {batch}"  # type: ignore[attr-defined]
     configs[name] = ("onnxruntime", batch, workers, model.threads)  # type: ignore[attr-defined]
     return configs
-
-
-ANNOTATE_DEFAULT = "annotate default"
 
 
 def bench_model_only(configs: dict[str, tuple[str, int, int, int]], x: np.ndarray) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from streamer.config import DetectConfig
 from streamer.models import Model, load_model
@@ -30,6 +30,7 @@ def build_pipeline(
     render: bool | None = None,
     render_copy: bool = False,
     render_status: bool = False,
+    extra_status: Callable[[], list[str]] | None = None,
     output: bool = False,
     queue: QueueConfig | None = None,
     stage_timeout_s: float | None = 30.0,
@@ -59,7 +60,7 @@ def build_pipeline(
     if render is None:
         render = any(s.needs_render for s in sinks)
     if render:
-        stages.append(RenderStage(copy=render_copy, status=render_status))
+        stages.append(RenderStage(copy=render_copy, status=render_status, extra_status=extra_status))
     if sinks:
         stages.append(SinkStage(sinks))
     if queue is None:

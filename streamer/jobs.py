@@ -30,7 +30,6 @@ from streamer.sinks.video import VideoSink
 from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
 from streamer.sources.file import ImageSource
-from streamer.stages import RenderStage
 from streamer.sources.live import CameraSource, LiveSource
 from streamer.types import Result
 
@@ -294,15 +293,16 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     counter = CountingSink()
     sinks.append(counter)
     queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
+
+    def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
+        return [f"dropped {pipeline.dropped + source.dropped}"]
+
     pipeline = build_pipeline(
         source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=batch, workers=workers, sinks=sinks, render=window is not None or video is not None,
-        render_status=True, output=window is not None, queue=queue,
+        render_status=True, extra_status=dropped_line, output=window is not None, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
     )
-    for stage in pipeline.stages:
-        if isinstance(stage, RenderStage):
-            stage.extra_status = lambda: [f"dropped {pipeline.dropped + source.dropped}"]
     pipeline.open()
     info = model.info
     err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"

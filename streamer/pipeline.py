@@ -469,7 +469,7 @@ class Pipeline:
             meter.record_error(str(exc))
             self._fail(stage.name, exc)
         finally:
-            out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+            out = self._outbox(index)
             if self._abort.is_set() and out is not None:
                 out.put(END, 0)  # never blocks; lets the next stage see the end at once
             if turns.leave():
@@ -481,10 +481,14 @@ class Pipeline:
                         meter.record_error(str(exc))
                         self._fail(stage.name, exc)
 
+    def _outbox(self, index: int) -> BoundedQueue[Result] | None:
+        """Where stage ``index`` puts its results (None: the last stage of a pipeline without output)."""
+        return self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+
     def _pass_on(self, index: int, turns: _Turns) -> None:
         """Pass on every deposited turn that is next in order (this thread holds the right)."""
         stage = self.stages[index]
-        out = self.queues[index + 1] if index + 1 < len(self.queues) else self.output
+        out = self._outbox(index)
         last = index == len(self.stages) - 1
         while (payload := turns.next_ready()) is not None:
             results, elapsed, ended = payload
@@ -494,8 +498,7 @@ class Pipeline:
                 if last:
                     self.latency.record((done_at - result.frame.captured_at) * 1000.0)
                 if not self._put(out, result):
-                    turns.release()
-                    return
+                    return  # aborted: every thread exits, nothing more is passed on
             if ended:
                 stage.flush()
                 self._put(out, END)
@@ -571,10 +574,6 @@ class _Turns:
             self._current += 1
             self._cond.notify_all()
             return payload
-
-    def release(self) -> None:
-        with self._cond:
-            self._passing = False
 
     def leave(self) -> bool:
         """A thread exits; True for the last one."""

@@ -218,10 +218,11 @@ class RenderStage(Stage):
 
     name = "render"
 
-    def __init__(self, copy: bool = False, status: bool = False) -> None:
+    def __init__(self, copy: bool = False, status: bool = False,
+                 extra_status: Callable[[], list[str]] | None = None) -> None:
         self.copy = copy
         self.status = status
-        self.extra_status: Callable[[], list[str]] | None = None
+        self.extra_status = extra_status
         self._times: collections.deque[float] = collections.deque(maxlen=256)
 
     def status_lines(self, item: Result) -> list[str]:

@@ -228,3 +228,17 @@ def test_stage_workers_stop_is_graceful() -> None:
     assert p.join(timeout=5)
     assert after.seen == list(range(p.frames_read))  # everything read came out, in order
     assert after.flushed and stage.flushes == 1
+
+
+def test_render_status_lines_end_with_the_extra_lines() -> None:
+    from streamer.stages import RenderStage
+
+    drops = [3]
+    stage = RenderStage(status=True, extra_status=lambda: [f"dropped {drops[0]}"])
+    item = Result(frame=Frame("cam", 0, np.zeros((64, 64, 3), np.uint8), None, time.monotonic() - 0.05))
+    lines = stage.status_lines(item)
+    assert lines[0].endswith(" fps") and lines[1].startswith("latency ") and lines[2] == "dropped 3"
+    drops[0] = 7
+    assert stage.status_lines(item)[2] == "dropped 7"  # asked again for every frame
+    stage.process(item)
+    assert item.annotated is not None and item.annotated.any()  # the overlay was drawn
