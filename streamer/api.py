@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from streamer.config import DetectConfig
+from streamer.config import DetectConfig, TrackConfig
 from streamer.models import Model, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.postprocess.anchors import AnchorConfig
@@ -12,7 +13,7 @@ from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
 from streamer.sources import Source, make_source
-from streamer.stages import InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage
+from streamer.stages import InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
 from streamer.types import Result
 
 
@@ -35,11 +36,14 @@ def build_pipeline(
     queue: QueueConfig | None = None,
     stage_timeout_s: float | None = 30.0,
     anchors: AnchorConfig | None = None,
+    track: TrackConfig | None = None,
+    geometry: dict[str | None, tuple[Sequence[Any], Sequence[Any]]] | None = None,
 ) -> Pipeline:
-    """Compose source → preprocess → infer → postprocess → [render] → [sinks].
+    """Compose source → preprocess → infer → postprocess → [track] → [render] → [sinks].
 
-    ``render=None`` renders only when a sink needs the drawn picture. Nothing is opened
-    until the pipeline starts (or ``Pipeline.open()`` is called).
+    ``render=None`` renders only when a sink needs the drawn picture. ``track`` turns on
+    tracking, and ``geometry`` maps a source id (None: every source) to its counting lines and
+    zones. Nothing is opened until the pipeline starts (or ``Pipeline.open()`` is called).
     """
     src = make_source(source) if isinstance(source, str) else source
     if isinstance(model, str):
@@ -57,6 +61,8 @@ def build_pipeline(
                    workers=workers),
         PostprocessStage(model, params or DetectConfig(), anchors=anchors),
     ]
+    if track is not None:
+        stages.append(TrackStage(track, src, live=src.live, geometry=geometry))
     if render is None:
         render = any(s.needs_render for s in sinks)
     if render:
@@ -84,19 +90,30 @@ def stream(
     device: str = "auto",
     render: bool = False,
     max_det: int = 300,
+    track: bool | TrackConfig = False,
+    lines: Any = None,
+    zones: Any = None,
 ) -> Iterator[Result]:
     """Yield one :class:`~streamer.types.Result` per processed frame, as they come.
 
     Results are never accumulated: a file yields every frame in order; a live source yields
     the newest frames the pipeline could handle. With ``render=True`` each result also
-    carries ``annotated``, a drawn copy of the frame. Leaving the loop early stops the
-    pipeline and releases the source and model.
+    carries ``annotated``, a drawn copy of the frame. With ``track`` (True for Ultralytics'
+    ByteTrack defaults, or a :class:`~streamer.config.TrackConfig`) detections carry
+    ``tracker_id`` (-1 until a track is confirmed); ``lines`` and ``zones`` (as in a pipeline
+    file) add ``result.analytics``. Leaving the loop early stops the pipeline and releases the
+    source and model.
     """
+    from streamer.config import parse_geometry
+
+    line_specs, zone_specs = parse_geometry(lines, zones, "")
+    settings = (track if isinstance(track, TrackConfig) else TrackConfig()) if track or line_specs or zone_specs else None
     params = DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det)
     if isinstance(model, str):
         model = load_model(model, backend=backend, device=device)
     pipeline = build_pipeline(
-        source, model, params=params, imgsz=imgsz, rect=rect, batch=batch, render=render, render_copy=True, output=True
+        source, model, params=params, imgsz=imgsz, rect=rect, batch=batch, render=render, render_copy=True, output=True,
+        track=settings, geometry={None: (line_specs, zone_specs)},
     )
     with pipeline:
         yield from pipeline

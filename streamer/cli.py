@@ -46,6 +46,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="auto", choices=["auto", "detect", "classify"],
                    help="insist on a task (default: what the model's output says)")
     p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line (replaces the model's)")
+    p.add_argument("--track", action="store_true",
+                   help="follow objects over time (ByteTrack, Ultralytics' bytetrack.yaml defaults): ids in labels and JSONL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +109,7 @@ def _model_sections(args: argparse.Namespace) -> dict[str, Any]:
             "conf": args.conf, "iou": args.iou, "classes": args.classes, "agnostic": args.agnostic_nms,
             "max_det": args.max_det,
         },
+        **({"track": True} if args.track else {}),
     }
 
 

@@ -206,6 +206,67 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    """Tracking settings (``track:`` in a pipeline file; ``track: true`` takes these defaults).
+
+    The thresholds are Ultralytics' ``bytetrack.yaml`` defaults, so the same detections give
+    the same identities as ``yolo track``. ``frame_rate`` is the stream's nominal rate, which
+    turns ``track_buffer`` frames into a duration; None takes the source's own rate (a file's
+    fps) or 30. ``time_aware: false`` steps the tracker once per processed frame, as other
+    trackers do, instead of by the frames' timestamps.
+    """
+
+    enabled: bool = True
+    track_high_thresh: float = 0.25
+    track_low_thresh: float = 0.1
+    new_track_thresh: float = 0.25
+    track_buffer: int = 30
+    match_thresh: float = 0.8
+    fuse_score: bool = True
+    frame_rate: float | None = None
+    time_aware: bool = True
+    #: Points of each track's trail drawn on the picture (0: no trails).
+    trail: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"track.{name} must be between 0 and 1, but got {value}")
+        _check(self.track_low_thresh <= self.track_high_thresh,
+               f"track.track_low_thresh must be <= track_high_thresh, but got {self.track_low_thresh} > {self.track_high_thresh}")
+        _check(self.track_buffer >= 1, f"track.track_buffer must be >= 1, but got {self.track_buffer}")
+        _check(self.frame_rate is None or self.frame_rate > 0, f"track.frame_rate must be > 0, but got {self.frame_rate}")
+        _check(0 <= self.trail <= 1000, f"track.trail must be between 0 and 1000, but got {self.trail}")
+
+    def tracker_settings(self, frame_rate: float | None) -> dict[str, Any]:
+        """Keyword arguments for :class:`streamer.Tracker`."""
+        return {
+            "track_high_thresh": self.track_high_thresh, "track_low_thresh": self.track_low_thresh,
+            "new_track_thresh": self.new_track_thresh, "track_buffer": self.track_buffer,
+            "match_thresh": self.match_thresh, "fuse_score": self.fuse_score,
+            "frame_rate": self.frame_rate or frame_rate or 30.0, "time_aware": self.time_aware,
+        }
+
+
+def _track_section(value: TrackConfig | bool | None) -> TrackConfig | None:
+    """``track: true`` -> the defaults; ``false`` -> explicitly off; absent -> None (job decides)."""
+    if isinstance(value, bool):
+        return TrackConfig(enabled=value)
+    return value
+
+
+def parse_geometry(lines: Any, zones: Any, where: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Lines and zones checked into specs (``streamer.analytics``), errors naming the key."""
+    if not lines and not zones:
+        return (), ()
+    from streamer.analytics.geometry import parse_lines, parse_zones
+
+    prefix = f"{where}." if where else ""
+    return (parse_lines(lines, f"{prefix}lines") if lines else (),
+            parse_zones(zones, f"{prefix}zones") if zones else ())
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     size: int | None = None
     policy: str | None = None
@@ -228,6 +289,9 @@ class CameraConfig:
     jsonl: str | None = None
     record: str | None = None
     enabled: bool = True
+    #: Counting lines and zones of this camera, in its own pixels (see PipelineConfig).
+    lines: Any = None
+    zones: Any = None
 
     def __post_init__(self) -> None:
         _check(bool(self.url), "url is required for every camera")
@@ -255,6 +319,10 @@ class EventsConfig:
     min_confidence: float = 0.5
     min_frames: int = 3
     gone_after_s: float = 2.0
+    #: Report only objects that enter one of these zones (names from the cameras' zones).
+    zones: tuple[str, ...] = ()
+    #: Also raise an event for a track that stays this long in a zone.
+    loiter_s: float | None = None
     path: str | None = "out/events.jsonl"
     snapshots: str = "out/snapshots"
     webhook: str | None = None
@@ -265,6 +333,7 @@ class EventsConfig:
         _check(0.0 <= self.min_confidence <= 1.0, f"events.min_confidence must be between 0 and 1, but got {self.min_confidence}")
         _check(self.min_frames >= 1, f"events.min_frames must be >= 1, but got {self.min_frames}")
         _check(self.gone_after_s > 0, f"events.gone_after_s must be > 0, but got {self.gone_after_s}")
+        _check(self.loiter_s is None or self.loiter_s > 0, f"events.loiter_s must be > 0, but got {self.loiter_s}")
         _check(self.webhook_retries >= 0, f"events.webhook_retries must be >= 0, but got {self.webhook_retries}")
         _check(self.webhook_timeout_s > 0, f"events.webhook_timeout_s must be > 0, but got {self.webhook_timeout_s}")
         _check(self.webhook is None or self.webhook.startswith(("http://", "https://")),
@@ -290,8 +359,19 @@ class PipelineConfig:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     stage_timeout_s: float = 30.0
+    #: ``true``, ``false`` or a mapping of :class:`TrackConfig` settings; absent: off, except
+    #: in a monitor with events, lines or zones.
+    track: TrackConfig | bool | None = None
+    #: Counting lines, ``{name: {start: [x, y], end: [x, y]}}``, and zones, ``{name: [[x, y],
+    #: ...]}``, in source-frame pixels (``streamer.analytics``); a monitor sets them per camera.
+    lines: Any = None
+    zones: Any = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "track", _track_section(self.track))
+        line_specs, zone_specs = parse_geometry(self.lines, self.zones, "")
+        object.__setattr__(self, "lines", line_specs)
+        object.__setattr__(self, "zones", zone_specs)
         _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
         _check(self.stage_timeout_s > 0, f"stage_timeout_s must be > 0, but got {self.stage_timeout_s}")
         if self.cameras is not None:
@@ -302,10 +382,22 @@ class PipelineConfig:
             _check(not self.source, "give either source (one stream or file) or cameras (monitoring), not both")
             _check(self.job in ("auto", "monitor"), f"a pipeline with cameras is a monitor job, but job is {self.job!r}")
             object.__setattr__(self, "job", "monitor")
+            _check(not self.lines and not self.zones,
+                   "with cameras, lines and zones go under each camera (cameras.NAME.lines, cameras.NAME.zones)")
+            known: set[str] = set()
+            for name, cam in self.cameras.items():
+                cam_lines, cam_zones = parse_geometry(cam.lines, cam.zones, f"cameras.{name}")
+                object.__setattr__(cam, "lines", cam_lines)
+                object.__setattr__(cam, "zones", cam_zones)
+                known.update(z.name for z in cam_zones)
+            for zone in self.events.zones:
+                _check(zone in known, f"events.zones names an unknown zone {zone!r}, expecting one of {sorted(known)}")
+            _check(self.events.loiter_s is None or bool(known), "events.loiter_s needs zones on at least one camera")
         else:
             _check(bool(self.source), "source is required (a file, a folder, a URL, a webcam index or sample:NAME), "
                    "or cameras for monitoring")
             _check(self.job != "monitor", "a monitor job needs cameras")
+            _check(not self.events.zones, "events.zones is for monitor pipelines (cameras with zones)")
             if self.job == "auto":
                 object.__setattr__(self, "job", "watch" if _is_live(self.source) else "annotate")
 
@@ -315,6 +407,23 @@ def _is_live(source: str) -> bool:
 
 
 JOBS = ("auto", "annotate", "watch", "monitor")
+
+
+def tracking(cfg: PipelineConfig, camera: CameraConfig | None = None) -> TrackConfig | None:
+    """The tracking settings a pipeline runs with, or None when it does not track.
+
+    ``track:`` decides when given; otherwise a monitor tracks when it has events, lines or
+    zones (per-object events and counts need identities), and the other jobs track when they
+    have lines or zones.
+    """
+    if cfg.track is not None:
+        return cfg.track if cfg.track.enabled else None
+    if cfg.cameras is not None:
+        cams = [camera] if camera is not None else list(cfg.cameras.values())
+        geometry = any(c.lines or c.zones for c in cams)
+        events = bool(cfg.events.track) and bool(cfg.events.path or cfg.events.webhook)
+        return TrackConfig() if geometry or events else None
+    return TrackConfig() if cfg.lines or cfg.zones else None
 
 
 # --------------------------------------------------------------------------- validation
@@ -338,6 +447,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         concrete = [a for a in args if a is not type(None)]
+        mapping_types = [a for a in concrete if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(mapping_types) == 1:
+            return _convert(value, mapping_types[0], where)  # its own, more specific message
         if len(concrete) == 1:
             return _convert(value, concrete[0], where)  # its own, more specific message
         for arg in concrete:
@@ -406,7 +518,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         line = getattr(data, "line", 0) if where else 0
         for key, key_line in lines.items():
             name = f"{where}.{key}" if where else str(key)
-            if text.startswith(f"{name} "):
+            if text.startswith((f"{name} ", f"{name}.")):
                 line = key_line
         raise ConfigError(f"line {line}: {text}" if line else text) from None
 

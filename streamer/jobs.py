@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from streamer.api import build_pipeline
-from streamer.config import ModelConfig, PipelineConfig
+from streamer.config import ModelConfig, PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
@@ -46,13 +46,27 @@ class CountingSink(Sink):
         self.per_class: collections.Counter[str] = collections.Counter()
         self.frames_with: collections.Counter[str] = collections.Counter()
         self.top_class: collections.Counter[str] = collections.Counter()
+        #: (source, track id) -> label of every confirmed track seen.
+        self.tracks: dict[tuple[str, int], str] = {}
+        #: source -> its newest line counts and zone occupancy.
+        self.analytics: dict[str, Any] = {}
+        self._names: tuple[str, ...] = ()
 
     def write(self, result: Result) -> None:
         self.frames += 1
+        self._names = result.names
         if result.detections is not None and len(result.detections):
             labels = [result.label(int(c)) for c in result.detections.class_id]
             self.per_class.update(labels)
             self.frames_with.update(set(labels))
+            ids = result.detections.tracker_id
+            if ids is not None:
+                source = result.frame.source_id
+                for track_id, label in zip(ids.tolist(), labels, strict=True):
+                    if track_id >= 0:
+                        self.tracks.setdefault((source, track_id), label)
+        if result.analytics is not None:
+            self.analytics[result.frame.source_id] = result.analytics
         if result.classes is not None and len(result.classes):
             self.top_class[result.label(int(result.classes.class_id[0]))] += 1
 
@@ -174,6 +188,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=batch, workers=workers, sinks=sinks, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
+        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
     )
     pipeline.open()
     if video is not None and source.fps:
@@ -235,6 +250,7 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
         lines.append("top class: " + ", ".join(parts))
     else:
         lines.append("detections: none")
+    lines.extend(tracking_lines(counter))
     stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
     overlapping = [f"{s.name} runs {s.workers} at once" for s in pipeline.stages if s.workers > 1]
     lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))
@@ -246,6 +262,20 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
         note = sink.summary()
         if note:
             lines.append(f"wrote {note}")
+    return lines
+
+
+def tracking_lines(counter: CountingSink) -> list[str]:
+    """Summary lines for tracks per class, line counts and zone totals (one source or many)."""
+    lines: list[str] = []
+    if counter.tracks:
+        per_class = collections.Counter(counter.tracks.values())
+        parts = ", ".join(f"{label} {n}" for label, n in per_class.most_common())
+        lines.append(f"tracks: {len(counter.tracks)} ({parts})")
+    many = len(counter.analytics) > 1
+    for source, analytics in sorted(counter.analytics.items()):
+        for text in analytics.summary_lines(counter._names):
+            lines.append(f"{source}: {text}" if many else text)
     return lines
 
 
@@ -302,6 +332,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         batch=batch, workers=workers, sinks=sinks, render=window is not None or video is not None,
         render_status=True, extra_status=dropped_line, output=window is not None, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
+        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
     )
     pipeline.open()
     info = model.info

@@ -55,14 +55,35 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, 
 
 
 def draw_detections(image: np.ndarray, detections: Detections, names: tuple[str, ...]) -> np.ndarray:
-    """Draw boxes with ``label confidence`` on ``image`` in place and return it."""
+    """Draw boxes with ``label confidence`` on ``image`` in place and return it.
+
+    A tracked box (``tracker_id >= 0``) is labelled ``#7 person 0.83``.
+    """
     _, thickness = _scale_for(image)
-    for (x1, y1, x2, y2), conf, cls in zip(detections.xyxy, detections.confidence, detections.class_id, strict=True):
-        colour = class_colour(int(cls))
-        p1, p2 = (int(round(float(x1))), int(round(float(y1)))), (int(round(float(x2))), int(round(float(y2))))
-        cv2.rectangle(image, p1, p2, colour, thickness, cv2.LINE_AA)
-        label = names[cls] if 0 <= cls < len(names) else str(int(cls))
-        draw_label(image, f"{label} {float(conf):.2f}", p1[0], p1[1], colour)
+    boxes = np.rint(detections.xyxy).astype(np.int64).tolist()
+    ids = detections.tracker_id.tolist() if detections.tracker_id is not None else [-1] * len(detections)
+    for (x1, y1, x2, y2), conf, cls, track_id in zip(
+        boxes, detections.confidence.tolist(), detections.class_id.tolist(), ids, strict=True
+    ):
+        colour = class_colour(cls)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        label = names[cls] if 0 <= cls < len(names) else str(cls)
+        prefix = f"#{track_id} " if track_id >= 0 else ""
+        draw_label(image, f"{prefix}{label} {conf:.2f}", x1, y1, colour)
+    return image
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable colour per track id, so neighbouring ids differ."""
+    return class_colour(int(track_id) * 7 + 3)
+
+
+def draw_trails(image: np.ndarray, trails: dict[int, np.ndarray]) -> np.ndarray:
+    """Draw each track's recent centre points (oldest first) as a polyline, in place."""
+    _, thickness = _scale_for(image)
+    for track_id, points in trails.items():
+        if len(points) >= 2:
+            cv2.polylines(image, [np.rint(points).astype(np.int32)], False, track_colour(track_id), thickness, cv2.LINE_AA)
     return image
 
 

@@ -16,9 +16,9 @@ from streamer.pipeline import Stage
 from streamer.postprocess.anchors import AnchorConfig, decode_anchor_detections, ssd_output_split
 from streamer.postprocess.decode import decode_classes, decode_detections
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
-from streamer.render import draw_classes, draw_detections, draw_status
+from streamer.render import draw_classes, draw_detections, draw_status, draw_trails
 from streamer.sinks.base import Sink
-from streamer.types import Frame, Letterbox, Result
+from streamer.types import Detections, Frame, Letterbox, Result
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,114 @@ class PostprocessStage(Stage):
         return item
 
 
+def _nominal_fps(source: object, source_id: str) -> float | None:
+    """The nominal frame rate of ``source_id``: a camera of a MultiSource, or the source itself."""
+    cameras = getattr(source, "cameras", None)
+    if isinstance(cameras, dict) and source_id in cameras:
+        source = cameras[source_id]
+    fps = getattr(source, "fps", None)
+    return float(fps) if fps else None
+
+
+class _StreamState:
+    """Tracker, counting geometry and trails of one source."""
+
+    def __init__(self, tracker: object, analytics: object | None, trail: int) -> None:
+        self.tracker = tracker
+        self.analytics = analytics
+        self.trail = trail
+        self.points: dict[int, collections.deque[tuple[float, float]]] = {}
+        self.last_seen: dict[int, int] = {}
+        self.frames = 0
+
+
+class TrackStage(Stage):
+    """Gives detections identities over time, then counts lines and zones per source.
+
+    One :class:`~streamer.track.Tracker` per source (camera), created on its first frame,
+    so cameras never share or reset each other's ids. Every processed frame reaches the
+    tracker, empty ones included, with its own time: a file's timestamps (its pts, else
+    index / fps), a live frame's capture time, so dropped frames age tracks by the time that
+    really passed. ``lines`` and ``zones`` (``streamer.analytics`` specs) may be given per
+    source id (monitor) or for every source (``None`` key).
+    """
+
+    name = "track"
+
+    def __init__(self, settings: object, source: object, live: bool,
+                 geometry: dict[str | None, tuple[Sequence[object], Sequence[object]]] | None = None) -> None:
+        self.settings = settings  # streamer.config.TrackConfig
+        self.source = source
+        self.live = live
+        self.geometry = geometry or {}
+        self.streams: dict[str, _StreamState] = {}
+
+    def _stream(self, source_id: str) -> _StreamState:
+        state = self.streams.get(source_id)
+        if state is None:
+            from streamer.track import Tracker
+
+            tracker = Tracker(**self.settings.tracker_settings(_nominal_fps(self.source, source_id)))  # type: ignore[attr-defined]
+            lines, zones = self.geometry.get(source_id) or self.geometry.get(None) or ((), ())
+            analytics = None
+            if lines or zones:
+                from streamer.analytics import Analytics
+
+                analytics = Analytics(lines, zones)
+            state = _StreamState(tracker, analytics, self.settings.trail)  # type: ignore[attr-defined]
+            self.streams[source_id] = state
+        return state
+
+    def timestamp(self, frame: Frame, fps: float | None) -> float:
+        if self.live:
+            return frame.captured_at
+        if frame.pts_s is not None:
+            return frame.pts_s
+        return frame.index / (fps or 30.0)
+
+    def process(self, item: Result) -> Result:
+        if item.detections is None:
+            return item
+        state = self._stream(item.frame.source_id)
+        t = self.timestamp(item.frame, getattr(state.tracker, "frame_rate", None))
+        item.detections = state.tracker.update(item.detections, t)  # type: ignore[attr-defined]
+        if state.analytics is not None:
+            item.analytics = state.analytics.update(item.detections, t)  # type: ignore[attr-defined]
+        if state.trail:
+            item.trails = self._trails(state, item.detections)
+        return item
+
+    @staticmethod
+    def _trails(state: _StreamState, detections: Detections) -> dict[int, np.ndarray]:
+        ids = detections.tracker_id
+        assert ids is not None
+        xyxy = detections.xyxy
+        centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) * 0.5, (xyxy[:, 1] + xyxy[:, 3]) * 0.5], axis=1).tolist()
+        trails: dict[int, np.ndarray] = {}
+        for track_id, point in zip(ids.tolist(), centres, strict=True):
+            if track_id < 0:
+                continue
+            points = state.points.get(track_id)
+            if points is None:
+                points = state.points[track_id] = collections.deque(maxlen=state.trail)
+            points.append((point[0], point[1]))
+            trails[track_id] = np.asarray(points, np.float32)
+        state.frames += 1
+        for track_id in trails:
+            state.last_seen[track_id] = state.frames
+        # A track missed for a few frames keeps its trail; one gone for longer loses it, so
+        # memory stays bounded by the objects recently in view.
+        if state.frames % 32 == 0:
+            stale = [k for k, seen in state.last_seen.items() if state.frames - seen > state.trail]
+            for track_id in stale:
+                del state.last_seen[track_id]
+                state.points.pop(track_id, None)
+        return trails
+
+    def flush(self) -> None:
+        self.streams.clear()
+
+
 class RenderStage(Stage):
     """Draws detections (and optionally a status overlay) onto the frame.
 
@@ -237,6 +345,8 @@ class RenderStage(Stage):
 
     def process(self, item: Result) -> Result:
         image = item.frame.image.copy() if self.copy else item.frame.image
+        if item.trails:
+            draw_trails(image, item.trails)
         if item.detections is not None:
             draw_detections(image, item.detections, item.names)
         if item.classes is not None:

@@ -133,7 +133,8 @@ class Result:
     """Everything known about one frame as it moves through the pipeline.
 
     Stages fill fields in order: ``letterbox`` and ``input`` (preprocess), ``raw`` (inference),
-    ``detections`` / ``classes`` (postprocess), ``annotated`` (render). ``timings_ms`` maps a
+    ``detections`` / ``classes`` (postprocess), ``detections.tracker_id``, ``analytics`` and
+    ``trails`` (track, when tracking is on), ``annotated`` (render). ``timings_ms`` maps a
     stage name to the milliseconds that stage spent on this frame.
     """
 
@@ -146,6 +147,12 @@ class Result:
     annotated: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     names: tuple[str, ...] = ()
+    #: Line counts and zone occupancy of this frame's source, when lines or zones are set
+    #: (``streamer.analytics.FrameAnalytics``).
+    analytics: Any = None
+    #: Recent anchor points of each confirmed track on this frame, for drawing trails:
+    #: track id -> float32 (K, 2) source pixels, oldest first.
+    trails: dict[int, np.ndarray] | None = None
 
     @property
     def image(self) -> np.ndarray:

@@ -21,7 +21,9 @@ def result_record(result: Result, now: float | None = None) -> dict[str, Any]:
     """The JSONL object of one result.
 
     ``latency_ms`` is the time from capture (the frame leaving the decoder) to now; boxes are
-    ``[x1, y1, x2, y2]`` in source pixels.
+    ``[x1, y1, x2, y2]`` in source pixels. With tracking, each detection has ``track_id`` (null
+    until its track is confirmed); with lines or zones the record carries the cumulative line
+    counts and the zone occupancy (``lines``, ``zones``).
     """
     now = time.monotonic() if now is None else now
     frame = result.frame
@@ -40,6 +42,12 @@ def result_record(result: Result, now: float | None = None) -> dict[str, Any]:
             {"class_id": c, "label": result.label(c), "confidence": s, "xyxy": box}
             for box, s, c in zip(boxes, scores, det.class_id.tolist(), strict=True)
         ]
+        if det.tracker_id is not None:
+            # null: a detection that belongs to no confirmed track (yet).
+            for row, track_id in zip(record["detections"], det.tracker_id.tolist(), strict=True):
+                row["track_id"] = track_id if track_id >= 0 else None
+    if result.analytics is not None:
+        record.update(result.analytics.to_record(result.names))
     if result.classes is not None:
         cl = result.classes
         probabilities = cl.probability.astype(np.float64).round(5).tolist()
