@@ -109,7 +109,7 @@ class Monitor:
         if ev.track and (ev.path or ev.webhook):
             self.events = EventSink(
                 ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
-                gone_after_s=ev.gone_after_s, webhook=ev.webhook, webhook_retries=ev.webhook_retries,
+                gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook, webhook_retries=ev.webhook_retries,
                 webhook_timeout_s=ev.webhook_timeout_s,
             )
             sinks.append(self.events)

@@ -1,21 +1,26 @@
-"""Events: when a watched class appears on a camera and when it has gone again.
+"""Events: one per watched object on a camera, from when it appears to when it has gone.
 
-Per camera and label: the class must be seen (confidence >= ``min_confidence``) on
-``min_frames`` consecutive processed frames to start an event; it ends once it has not been
-seen for ``gone_after_s``. At the end, one line goes to ``events.jsonl``::
+With tracking on (the monitor's default when events are configured), an object is a track
+of a watched class: its event starts once the track is confirmed and seen on ``min_frames``
+frames (confidence >= ``min_confidence``) and ends once it has not been seen for
+``gone_after_s``. Without tracking, an object is a class on a camera. At the end, one line
+goes to ``events.jsonl``::
 
-    {"camera": "front", "label": "person", "start": "2026-11-28T09:12:01.120Z",
-     "end": "2026-11-28T09:12:07.480Z", "max_confidence": 0.91, "frames": 57,
-     "snapshot": "out/snapshots/front-person-20261128T091201.120Z.jpg"}
+    {"type": "object", "camera": "front", "track_id": 7, "label": "person",
+     "start": "2026-11-28T09:12:01.120Z", "end": "2026-11-28T09:12:07.480Z",
+     "max_confidence": 0.91, "frames": 57, "snapshot": "out/snapshots/front-person-7-....jpg",
+     "zones": ["driveway"], "lines": [{"line": "gate", "direction": "in"}]}
 
-and the annotated frame with the highest confidence is saved as the JPEG snapshot. An
-optional webhook receives the same object as a JSON POST from a background thread with
-retries; a slow or dead webhook never blocks the pipeline (events queue up to a bound, then
-the oldest are dropped and counted).
+and the annotated frame with the highest confidence is saved as the JPEG snapshot. With
+``loiter_s``, a ``{"type": "loiter", ...}`` line is written as soon as a track has stayed
+that long in one zone. An optional webhook receives the same objects as JSON POSTs from a
+background thread with retries; a slow or dead webhook never blocks the pipeline (events
+queue up to a bound, then the oldest are dropped and counted).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -48,9 +53,12 @@ def iso_time(monotonic_s: float) -> str:
 
 
 @dataclass
-class _Track:
+class _Object:
+    """One watched object on one camera: a confirmed track, or (tracking off) a class."""
+
     label: str
-    run: int = 0  # consecutive frames seen before the event started
+    track_id: int | None = None
+    run: int = 0  # frames seen before the event started
     run_start: float = 0.0
     active: bool = False
     start: float = 0.0
@@ -58,6 +66,9 @@ class _Track:
     frames: int = 0
     max_confidence: float = 0.0
     best: np.ndarray | None = field(default=None, repr=False)
+    zones: list[str] = field(default_factory=list)  # zones entered, in order
+    lines: list[dict[str, str]] = field(default_factory=list)  # lines crossed: {"line", "direction"}
+    loitered: set[str] = field(default_factory=set)  # zones a loiter event was raised for
 
 
 class WebhookSender:
@@ -126,10 +137,22 @@ class WebhookSender:
 
 
 class EventSink(Sink):
-    """Turns per-frame detections into appear/disappear events per camera and label."""
+    """Turns tracked detections into one event per object and camera.
+
+    With tracking (``detections.tracker_id``) an object is a track of a watched class: its
+    event starts once the track is confirmed and seen on ``min_frames`` frames, and ends when
+    the track has not been seen for ``gone_after_s`` of the camera's own time. Two people are
+    two events; a hand-over between them never merges them. Without tracking an object is a
+    class on a camera, seen on ``min_frames`` consecutive frames. ``zones`` keeps only objects
+    that entered one of those zones; ``loiter_s`` raises a ``loiter`` event as soon as a track
+    has stayed that long in one zone.
+    """
 
     name = "events"
     needs_render = True
+
+    #: Events kept in memory for the dashboard; older ones are counted, not kept.
+    MAX_KEPT = 200
 
     def __init__(
         self,
@@ -140,6 +163,8 @@ class EventSink(Sink):
         min_confidence: float = 0.5,
         min_frames: int = 3,
         gone_after_s: float = 2.0,
+        zones: tuple[str, ...] = (),
+        loiter_s: float | None = None,
         webhook: str | None = None,
         webhook_retries: int = 3,
         webhook_timeout_s: float = 5.0,
@@ -150,13 +175,17 @@ class EventSink(Sink):
         self.min_confidence = min_confidence
         self.min_frames = min_frames
         self.gone_after_s = gone_after_s
+        self.zones = set(zones)
+        self.loiter_s = loiter_s
         self.webhook_url = webhook
         self.webhook_retries = webhook_retries
         self.webhook_timeout_s = webhook_timeout_s
         self.webhook: WebhookSender | None = None
         self._webhook_counts: tuple[int, int, int] | None = None
-        self.events: list[dict[str, Any]] = []
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.MAX_KEPT)
+        self.emitted = 0
+        self.filtered = 0  # objects that never entered one of ``zones``
+        self._objects: dict[tuple[str, int | str], _Object] = {}
         self._clock: dict[str, float] = {}  # per camera: capture time of its newest frame
         self._received: dict[str, float] = {}  # per camera: when its newest frame got here
         self._file: IO[str] | None = None
@@ -176,43 +205,94 @@ class EventSink(Sink):
         if self.webhook_url:
             self.webhook = WebhookSender(self.webhook_url, self.webhook_retries, self.webhook_timeout_s)
 
-    def write(self, result: Result) -> None:
+    def _sightings(self, result: Result) -> dict[int | str, tuple[str, float]]:
+        """This frame's watched objects: key (track id, or label untracked) -> (label, confidence)."""
         det = result.detections
+        seen: dict[int | str, tuple[str, float]] = {}
+        if det is None or not len(det):
+            return seen
+        ids = det.tracker_id.tolist() if det.tracker_id is not None else None
+        for i, (c, conf) in enumerate(zip(det.class_id.tolist(), det.confidence.tolist(), strict=True)):
+            label = result.label(int(c))
+            if label not in self.track or conf < self.min_confidence:
+                continue
+            key: int | str = label
+            if ids is not None:
+                if ids[i] < 0:
+                    continue  # not a confirmed track yet
+                key = int(ids[i])
+            if key not in seen or conf > seen[key][1]:
+                seen[key] = (label, conf)
+        return seen
+
+    def write(self, result: Result) -> None:
         camera = result.frame.source_id
         now = result.frame.captured_at
-        best: dict[str, float] = {}
-        if det is not None:
-            for c, conf in zip(det.class_id.tolist(), det.confidence.tolist(), strict=True):
-                label = result.label(int(c))
-                if label in self.track and conf >= self.min_confidence and conf > best.get(label, -1.0):
-                    best[label] = conf
+        tracked = result.detections is not None and result.detections.tracker_id is not None
+        seen = self._sightings(result)
+        analytics = result.analytics
+        loiter: list[dict[str, Any]] = []
         with self._lock:
-            for label, conf in best.items():
-                track = self._tracks.setdefault((camera, label), _Track(label))
-                if not track.active:
-                    if track.run == 0:
-                        track.run_start = now
-                    track.run += 1
-                    if track.run >= self.min_frames:
-                        track.active, track.start, track.frames = True, track.run_start, track.run - 1
-                track.last_seen = now
-                if track.active:
-                    track.frames += 1
-                if conf > track.max_confidence:
-                    track.max_confidence = conf
-                    track.best = result.image.copy()
-            for (cam, label), track in self._tracks.items():
-                if cam == camera and label not in best and not track.active:
-                    track.run = 0  # the run of consecutive frames is broken
-                    track.max_confidence, track.best = 0.0, None
+            for key, (label, conf) in seen.items():
+                obj = self._objects.get((camera, key))
+                if obj is None:
+                    obj = self._objects[(camera, key)] = _Object(label, key if isinstance(key, int) else None)
+                if not obj.active:
+                    if obj.run == 0:
+                        obj.run_start = now
+                    obj.run += 1
+                    if obj.run >= self.min_frames:
+                        obj.active, obj.start, obj.frames = True, obj.run_start, obj.run - 1
+                obj.last_seen = now
+                if obj.active:
+                    obj.frames += 1
+                if conf > obj.max_confidence:
+                    obj.max_confidence = conf
+                    obj.best = result.image.copy()
+            if analytics is not None and tracked:
+                loiter = self._note_geometry(camera, analytics, now)
+            if not tracked:
+                for (cam, key), obj in self._objects.items():
+                    if cam == camera and key not in seen and not obj.active:
+                        obj.run = 0  # the run of consecutive frames is broken
+                        obj.max_confidence, obj.best = 0.0, None
             self._clock[camera] = max(now, self._clock.get(camera, now))
             self._received[camera] = time.monotonic()
+        for event in loiter:
+            self._publish(event)
         self._expire(time.monotonic())
+
+    def _note_geometry(self, camera: str, analytics: Any, now: float) -> list[dict[str, Any]]:
+        """Record zones entered and lines crossed by watched tracks; loiter events to raise."""
+        for zone, track_id, _class_id in analytics.entry_events():
+            obj = self._objects.get((camera, track_id))
+            if obj is not None and zone not in obj.zones:
+                obj.zones.append(zone)
+        for line, track_id, _class_id, direction in analytics.crossing_events():
+            obj = self._objects.get((camera, track_id))
+            if obj is not None:
+                obj.lines.append({"line": line, "direction": direction})
+        events: list[dict[str, Any]] = []
+        if self.loiter_s is None:
+            return events
+        for zone, stays in analytics.dwell.items():
+            for track_id, dwell_s in stays.items():
+                obj = self._objects.get((camera, int(track_id)))
+                if obj is None or dwell_s < self.loiter_s or zone in obj.loitered:
+                    continue
+                if self.zones and zone not in self.zones:
+                    continue
+                obj.loitered.add(zone)
+                events.append({
+                    "type": "loiter", "camera": camera, "track_id": obj.track_id, "label": obj.label,
+                    "zone": zone, "since": iso_time(now - dwell_s), "at": iso_time(now), "dwell_s": round(dwell_s, 3),
+                })
+        return events
 
     def idle(self) -> None:
         self._expire(time.monotonic())
 
-    def _gone(self, camera: str, track: _Track, now: float) -> bool:
+    def _gone(self, camera: str, track: _Object, now: float) -> bool:
         """Gone: the camera's own frames show ``gone_after_s`` without the label, or the camera
         sent nothing for ``gone_after_s``. Both clocks exclude the pipeline's latency: comparing
         capture times with the time of processing would end events (and break the runs of
@@ -224,34 +304,52 @@ class EventSink(Sink):
 
     def _expire(self, now: float, force: bool = False) -> None:
         with self._lock:
-            for key, track in list(self._tracks.items()):
-                if track.active and (force or self._gone(key[0], track, now)):
-                    self._emit(key[0], track)
-                    del self._tracks[key]
-                elif not track.active and track.run and self._gone(key[0], track, now):
-                    del self._tracks[key]
+            ended = []
+            for key, obj in list(self._objects.items()):
+                if obj.active and (force or self._gone(key[0], obj, now)):
+                    ended.append((key[0], obj))
+                    del self._objects[key]
+                elif not obj.active and obj.run and self._gone(key[0], obj, now):
+                    del self._objects[key]
+        for camera, obj in ended:
+            self._emit(camera, obj)
 
-    def _emit(self, camera: str, track: _Track) -> None:
+    def _emit(self, camera: str, track: _Object) -> None:
+        if self.zones and not self.zones.intersection(track.zones):
+            self.filtered += 1
+            return
         start, end = track.start, max(track.last_seen, track.start + 1e-3)
         snapshot = None
         if track.best is not None:
             stamp = iso_time(start).replace(":", "").replace("-", "")
-            path = self.snapshots / f"{camera}-{track.label.replace(' ', '_')}-{stamp}.jpg"
+            who = track.label.replace(" ", "_") + (f"-{track.track_id}" if track.track_id is not None else "")
+            path = self.snapshots / f"{camera}-{who}-{stamp}.jpg"
             if cv2.imwrite(str(path), track.best, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                 snapshot = str(path)
             else:
                 log.error("could not write snapshot %s", path)
-        event = {
-            "camera": camera,
+        event: dict[str, Any] = {"type": "object", "camera": camera}
+        if track.track_id is not None:
+            event["track_id"] = track.track_id
+        event.update({
             "label": track.label,
             "start": iso_time(start),
             "end": iso_time(end),
             "max_confidence": round(track.max_confidence, 4),
             "frames": track.frames,
             "snapshot": snapshot,
-        }
-        self.events.append(event)
-        log.info("event: %s %s %s..%s", camera, track.label, event["start"], event["end"])
+        })
+        if track.track_id is not None:
+            event["zones"] = list(track.zones)
+            event["lines"] = list(track.lines)
+        log.info("event: %s %s%s %s..%s", camera, track.label,
+                 f" #{track.track_id}" if track.track_id is not None else "", event["start"], event["end"])
+        self._publish(event)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(event)
+            self.emitted += 1
         if self._file is not None:
             self._file.write(json.dumps(event) + "\n")
             self._file.flush()
@@ -273,7 +371,9 @@ class EventSink(Sink):
 
     def summary(self) -> str | None:
         where = f"{self.path}: " if self.path else ""
-        text = f"{where}{len(self.events)} events"
+        text = f"{where}{self.emitted} events"
+        if self.filtered:
+            text += f" ({self.filtered} objects outside the watched zones not reported)"
         hook = self._webhook_counts
         if hook is not None:
             text += f"; webhook: {hook[0]} delivered, {hook[1]} failed, {hook[2]} dropped (queue full)"

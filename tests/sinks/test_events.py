@@ -158,3 +158,43 @@ def test_silent_camera_ends_its_event(tmp_path: Path) -> None:
     sink.idle()
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1
     sink.close()
+
+
+def tracked(camera: str, index: int, t: float, rows: list[tuple[int, int, float]]) -> Result:
+    """A frame whose detections carry track ids: rows of (class_id, track_id, confidence)."""
+    r = result(camera, index, t, [(c, conf) for c, _, conf in rows])
+    assert r.detections is not None
+    r.detections.tracker_id = np.array([tid for _, tid, _ in rows], np.int64)
+    return r
+
+
+def test_two_tracked_people_are_two_events_and_a_hand_over_does_not_merge_them(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, min_frames=2, gone_after_s=0.3)
+    t0 = time.monotonic()
+    frames = [
+        [(0, 1, 0.9), (0, 2, 0.6)],   # two people at once
+        [(0, 1, 0.8), (0, 2, 0.7)],
+        [(0, 2, 0.95), (0, -1, 0.99)],  # person 1 gone; an unconfirmed box never counts
+        [(0, 2, 0.9), (0, 3, 0.8)],   # person 3 takes over from 2, only one frame: no event
+        [(0, 3, 0.8)],
+    ]
+    for i, rows in enumerate(frames):
+        sink.write(tracked("hall", i, t0 + 0.05 * i, rows))
+    sink.close()
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    by_id = {e["track_id"]: e for e in events}
+    assert sorted(by_id) == [1, 2, 3]
+    assert by_id[1]["frames"] == 2 and by_id[1]["max_confidence"] == 0.9
+    assert by_id[2]["frames"] == 4 and by_id[2]["max_confidence"] == 0.95
+    assert by_id[3]["frames"] == 2
+    assert all(e["type"] == "object" and e["label"] == "person" and e["zones"] == [] for e in events)
+    assert len({e["snapshot"] for e in events}) == 3
+
+
+def test_a_track_seen_once_makes_no_event(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, min_frames=3, gone_after_s=0.3)
+    t0 = time.monotonic()
+    sink.write(tracked("hall", 0, t0, [(0, 4, 0.9)]))
+    sink.write(tracked("hall", 1, t0 + 0.05, [(0, 5, 0.9)]))
+    sink.close()
+    assert not (tmp_path / "events.jsonl").read_text()
