@@ -54,10 +54,20 @@ class CameraStats(Sink):
         self.meters = {name: StageMeter(name) for name in names}
         self.publish = publish
         self.frames = 0
+        #: per camera: its newest line counts and zone occupancy, class names, tracks in view
+        self.analytics: dict[str, Any] = {}
+        self.names: tuple[str, ...] = ()
+        self.in_view: dict[str, int] = {}
 
     def write(self, result: Result) -> None:
         camera = result.frame.source_id
         self.frames += 1
+        self.names = result.names
+        if result.analytics is not None:
+            self.analytics[camera] = result.analytics
+        det = result.detections
+        if det is not None and det.tracker_id is not None:
+            self.in_view[camera] = int((det.tracker_id >= 0).sum())
         meter = self.meters.get(camera)
         if meter is not None:
             meter.record((time.monotonic() - result.frame.captured_at) * 1000.0)
@@ -114,6 +124,7 @@ class Monitor:
             )
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
+        self.tracking = tracking(cfg) is not None
         n = len(names)
         _, workers = inference_plan(self.model, cfg.model, files=False)
         self.pipeline: Pipeline = build_pipeline(
@@ -156,6 +167,11 @@ class Monitor:
                 "last_error": status.get("last_error"),
                 "size": status.get("size"),
             }
+            if self.tracking:
+                cameras[name]["tracks_in_view"] = self.camera_stats.in_view.get(name, 0)
+            analytics = self.camera_stats.analytics.get(name)
+            if analytics is not None:
+                cameras[name].update(analytics.to_record(self.camera_stats.names))
         stages = {
             s.name: {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                      "fps": s.fps, "queue_depth": s.queue_depth}
@@ -172,6 +188,7 @@ class Monitor:
             },
             "cameras": cameras,
             "stages": stages,
+            "events": self.events.recent(20) if self.events is not None else [],
         }
 
     def status_lines(self) -> list[str]:

@@ -356,6 +356,11 @@ class EventSink(Sink):
         if self.webhook is not None:
             self.webhook.send(event)
 
+    def recent(self, n: int = 20) -> list[dict[str, Any]]:
+        """The newest ``n`` events, oldest first (safe to call from another thread)."""
+        with self._lock:
+            return list(self.events)[-n:]
+
     def flush(self) -> None:
         self._expire(time.monotonic(), force=True)
 
