@@ -66,7 +66,7 @@ def build_pipeline(
     if render is None:
         render = any(s.needs_render for s in sinks)
     if render:
-        stages.append(RenderStage(copy=render_copy, status=render_status, extra_status=extra_status))
+        stages.append(RenderStage(copy=render_copy, status=render_status, extra_status=extra_status, geometry=geometry))
     if sinks:
         stages.append(SinkStage(sinks))
     if queue is None:

@@ -274,7 +274,15 @@ def tracking_lines(counter: CountingSink) -> list[str]:
         lines.append(f"tracks: {len(counter.tracks)} ({parts})")
     many = len(counter.analytics) > 1
     for source, analytics in sorted(counter.analytics.items()):
-        for text in analytics.summary_lines(counter._names):
+        record = analytics.to_record(counter._names)
+        for name, c in record["lines"].items():
+            classes = ", ".join(f"{label} {n['in']}/{n['out']}" for label, n in c["classes"].items())
+            text = f"line {name}: in {c['in']}, out {c['out']}" + (f" (in/out: {classes})" if classes else "")
+            lines.append(f"{source}: {text}" if many else text)
+        for name, entered in record["zone_entries"].items():
+            now = record["zones"].get(name, {})
+            text = (f"zone {name}: entered by " + (", ".join(f"{label} {n}" for label, n in entered.items()) or "nothing")
+                    + "; inside at the end: " + (", ".join(f"{label} {n}" for label, n in now.items()) or "nothing"))
             lines.append(f"{source}: {text}" if many else text)
     return lines
 

@@ -327,10 +327,12 @@ class RenderStage(Stage):
     name = "render"
 
     def __init__(self, copy: bool = False, status: bool = False,
-                 extra_status: Callable[[], list[str]] | None = None) -> None:
+                 extra_status: Callable[[], list[str]] | None = None,
+                 geometry: dict[str | None, tuple[Sequence[object], Sequence[object]]] | None = None) -> None:
         self.copy = copy
         self.status = status
         self.extra_status = extra_status
+        self.geometry = geometry or {}
         self._times: collections.deque[float] = collections.deque(maxlen=256)
 
     def status_lines(self, item: Result) -> list[str]:
@@ -345,6 +347,8 @@ class RenderStage(Stage):
 
     def process(self, item: Result) -> Result:
         image = item.frame.image.copy() if self.copy else item.frame.image
+        if item.analytics is not None:
+            self._draw_geometry(image, item)
         if item.trails:
             draw_trails(image, item.trails)
         if item.detections is not None:
@@ -355,6 +359,15 @@ class RenderStage(Stage):
             draw_status(image, self.status_lines(item))
         item.annotated = image
         return item
+
+    def _draw_geometry(self, image: np.ndarray, item: Result) -> None:
+        from streamer.analytics.draw import draw_lines, draw_zones
+
+        lines, zones = self.geometry.get(item.frame.source_id) or self.geometry.get(None) or ((), ())
+        if zones:
+            draw_zones(image, zones, item.analytics.zones, item.names)  # type: ignore[arg-type]
+        if lines:
+            draw_lines(image, lines, item.analytics.lines)  # type: ignore[arg-type]
 
 
 class SinkStage(Stage):

@@ -264,14 +264,14 @@ class EventSink(Sink):
 
     def _note_geometry(self, camera: str, analytics: Any, now: float) -> list[dict[str, Any]]:
         """Record zones entered and lines crossed by watched tracks; loiter events to raise."""
-        for zone, track_id, _class_id in analytics.entry_events():
-            obj = self._objects.get((camera, track_id))
-            if obj is not None and zone not in obj.zones:
-                obj.zones.append(zone)
-        for line, track_id, _class_id, direction in analytics.crossing_events():
-            obj = self._objects.get((camera, track_id))
+        for entry in analytics.entries:
+            obj = self._objects.get((camera, entry.track_id))
+            if obj is not None and entry.zone not in obj.zones:
+                obj.zones.append(entry.zone)
+        for cross in analytics.crossings:
+            obj = self._objects.get((camera, cross.track_id))
             if obj is not None:
-                obj.lines.append({"line": line, "direction": direction})
+                obj.lines.append({"line": cross.line, "direction": cross.direction})
         events: list[dict[str, Any]] = []
         if self.loiter_s is None:
             return events
