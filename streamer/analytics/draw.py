@@ -83,7 +83,8 @@ def draw_zones(
                 roi = image[y0:y1, x0:x1]
                 tinted = roi.copy()
                 cv2.fillPoly(tinted, [pts - np.array([x0, y0], np.int32)], colour)
-                roi[...] = cv2.addWeighted(tinted, fill_alpha, roi, 1.0 - fill_alpha, 0.0)
+                # dst=roi blends into the frame itself (OpenCV keeps the view's row stride): no extra copy.
+                cv2.addWeighted(tinted, fill_alpha, roi, 1.0 - fill_alpha, 0.0, dst=roi)
         cv2.polylines(image, [pts], True, colour, thickness, cv2.LINE_AA)
         occ = occupancy.get(spec.name, {})
         parts = [f"{n} {names[c] if 0 <= c < len(names) else c}" for c, n in sorted(occ.items()) if n]
