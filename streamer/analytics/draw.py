@@ -23,11 +23,12 @@ _LINE_COLOURS = ((0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 128, 255), (12
 
 def _thickness(image: np.ndarray) -> int:
     # Grows with the frame like the box outlines in streamer.render: 1 px at 640, 2 px at 1280.
-    return max(1, int(round(max(image.shape[0], image.shape[1]) / 640)))
+    side = int(max(image.shape[0], image.shape[1]))
+    return max(1, round(side / 640))
 
 
 def _ipt(p: tuple[float, float]) -> tuple[int, int]:
-    return int(round(p[0])), int(round(p[1]))
+    return round(p[0]), round(p[1])
 
 
 def draw_lines(

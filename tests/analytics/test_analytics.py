@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ LINES = parse_lines({"gate": [[400, 0], [400, 272]], "door": {"start": [0, 100],
 ZONES = parse_zones({"driveway": [[0, 200], [640, 200], [640, 272], [0, 272]]})
 
 
-def dets(rows: list[tuple[int, int, float, float]], tracked: bool = True) -> Detections:
+def dets(rows: Sequence[tuple[int, int, float, float]], tracked: bool = True) -> Detections:
     """(track_id, class_id, x, y) of each box's bottom centre."""
     n = len(rows)
     return Detections(

@@ -18,7 +18,8 @@ def blank(h: int = 272, w: int = 640) -> np.ndarray:
 
 
 def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.any(a != b, axis=2)
+    diff: np.ndarray = np.any(a != b, axis=2)
+    return diff
 
 
 def test_nothing_to_draw() -> None:

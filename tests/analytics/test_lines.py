@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -250,7 +252,7 @@ def reference_counts(tracks: dict[int, list[tuple[int, float, float]]], spec: Li
     for tid, seq in tracks.items():
         sided = [(i, (x, y)) for i, x, y in seq if _side((x, y), spec.start, spec.end, spec.margin) != 0]
         done: set[str] = set()
-        for (_, p0), (i, p1) in zip(sided, sided[1:], strict=False):
+        for (_, p0), (i, p1) in itertools.pairwise(sided):
             d = crossing(p0, p1, spec.start, spec.end, spec.margin)
             name = "in" if d > 0 else "out"
             if d and name not in done:
