@@ -123,7 +123,7 @@ class FrameAnalytics:
         return record
 
 
-def _unique_names(specs: Sequence[Any], kind: type, where: str) -> None:
+def _unique_names(specs: Sequence[LineSpec | ZoneSpec], kind: type, where: str) -> None:
     seen: set[str] = set()
     for spec in specs:
         if not isinstance(spec, kind):

@@ -23,11 +23,12 @@ _LINE_COLOURS = ((0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 128, 255), (12
 
 def _thickness(image: np.ndarray) -> int:
     # Grows with the frame like the box outlines in streamer.render: 1 px at 640, 2 px at 1280.
-    return max(1, int(round(max(image.shape[0], image.shape[1]) / 640)))
+    side = int(max(image.shape[0], image.shape[1]))
+    return max(1, round(side / 640))
 
 
 def _ipt(p: tuple[float, float]) -> tuple[int, int]:
-    return int(round(p[0])), int(round(p[1]))
+    return round(p[0]), round(p[1])
 
 
 def draw_lines(
@@ -83,7 +84,8 @@ def draw_zones(
                 roi = image[y0:y1, x0:x1]
                 tinted = roi.copy()
                 cv2.fillPoly(tinted, [pts - np.array([x0, y0], np.int32)], colour)
-                roi[...] = cv2.addWeighted(tinted, fill_alpha, roi, 1.0 - fill_alpha, 0.0)
+                # dst=roi blends into the frame itself (OpenCV keeps the view's row stride): no extra copy.
+                cv2.addWeighted(tinted, fill_alpha, roi, 1.0 - fill_alpha, 0.0, dst=roi)
         cv2.polylines(image, [pts], True, colour, thickness, cv2.LINE_AA)
         occ = occupancy.get(spec.name, {})
         parts = [f"{n} {names[c] if 0 <= c < len(names) else c}" for c, n in sorted(occ.items()) if n]

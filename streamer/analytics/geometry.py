@@ -94,13 +94,14 @@ def _check_line(name: Any, start: Any, end: Any, anchor: Any, margin: Any, where
     return a, b
 
 
-def _check_zone(name: Any, polygon: Any, anchor: Any, where: str) -> tuple[Point, ...]:
+def _check_zone(name: Any, polygon: Any, anchor: Any, where: str, where_points: str | None = None) -> tuple[Point, ...]:
     _check_name(name, where)
+    at = where_points or where
     if not isinstance(polygon, list | tuple):
-        raise ConfigError(f"{where} must be a list of [x, y] points, but got {polygon!r}")
+        raise ConfigError(f"{at} must be a list of [x, y] points, but got {polygon!r}")
     if len(polygon) < 3:
-        raise ConfigError(f"{where} must have at least 3 points, but got {len(polygon)}")
-    points = tuple(_point(p, f"{where}[{i}]") for i, p in enumerate(polygon))
+        raise ConfigError(f"{at} must have at least 3 points, but got {len(polygon)}")
+    points = tuple(_point(p, f"{at}[{i}]") for i, p in enumerate(polygon))
     if polygon_area(points) == 0.0:
         raise ConfigError(f"{where} has zero area (its points are all on one line)")
     _check_anchor(anchor, where)
@@ -212,7 +213,7 @@ def parse_zones(value: Any, where: str = "zones") -> tuple[ZoneSpec, ...]:
             anchor = item.get("anchor", anchor)
         else:
             polygon, where_points = item, here
-        points = _check_zone(name, polygon, anchor, where_points)
+        points = _check_zone(name, polygon, anchor, here, where_points)
         specs.append(ZoneSpec(name, points, anchor))
     return tuple(specs)
 

@@ -96,7 +96,7 @@ class Crossing:
 
 
 class _Track:
-    __slots__ = ("side", "x", "y", "seen", "counted")
+    __slots__ = ("counted", "seen", "side", "x", "y")
 
     def __init__(self, side: int, x: float, y: float, seen: int) -> None:
         self.side = side  # last non-zero side, 0 while the track has only been on the line

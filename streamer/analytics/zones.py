@@ -73,7 +73,8 @@ def points_in_polygon_reference(points: np.ndarray, polygon: np.ndarray) -> np.n
     straddles = (yi > y) != (yj > y)
     c = (xj - xi) * (y - yi) - (x - xi) * (yj - yi)
     hit = straddles & (c != 0.0) & ((c > 0.0) == (yj > yi))
-    return (np.count_nonzero(hit, axis=1) % 2 == 1).astype(np.bool_)
+    inside: np.ndarray = np.count_nonzero(hit, axis=1) % 2 == 1
+    return inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class ZoneEvent:
 
 
 class _Stay:
-    __slots__ = ("entered", "class_id")
+    __slots__ = ("class_id", "entered")
 
     def __init__(self, entered: float, class_id: int) -> None:
         self.entered = entered
