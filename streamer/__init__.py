@@ -29,6 +29,7 @@ from streamer.errors import (
     StageError,
     StreamerError,
 )
+from streamer.track import Tracker
 from streamer.types import Detections, Frame, Letterbox, Result
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SourceOpenError",
     "StageError",
     "StreamerError",
+    "Tracker",
     "__version__",
     "build_pipeline",
     "stream",
