@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lap  # noqa: E402
+import lap  # type: ignore[import-untyped]  # noqa: E402
 import numpy as np  # noqa: E402
 
 from streamer.track import Tracker  # noqa: E402
@@ -109,6 +109,7 @@ def time_ours(frames: list[Detections]) -> tuple[list[float], list[np.ndarray]]:
         t0 = time.perf_counter()
         out = tracker.update(det, f / FPS)
         times.append(time.perf_counter() - t0)
+        assert out.tracker_id is not None
         ids.append(out.tracker_id)
     return times, ids
 

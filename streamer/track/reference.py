@@ -7,7 +7,7 @@ random inputs. They are not used on the hot path.
 
 from __future__ import annotations
 
-import lap
+import lap  # type: ignore[import-untyped]
 import numpy as np
 
 from streamer.track.kalman import STD_WEIGHT_POSITION, STD_WEIGHT_VELOCITY

@@ -24,12 +24,13 @@ def box(x: float, y: float = 100.0, w: float = 40.0, h: float = 80.0) -> list[fl
     return [x, y, x + w, y + h]
 
 
+def ids_of(d: Detections) -> list[int]:
+    assert d.tracker_id is not None
+    return d.tracker_id.tolist()
+
+
 def run(tracker: Tracker, frames: Sequence[Detections], fps: float = 30.0, times: Sequence[float] | None = None) -> list[list[int]]:
-    out = []
-    for f, d in enumerate(frames):
-        t = times[f] if times is not None else f / fps
-        out.append(tracker.update(d, t).tracker_id.tolist())
-    return out
+    return [ids_of(tracker.update(d, times[f] if times is not None else f / fps)) for f, d in enumerate(frames)]
 
 
 def walker(frames: int, *, x0: float = 100.0, speed: float = 3.0, absent: range = range(0)) -> list[Detections]:
@@ -66,7 +67,7 @@ def test_rows_are_the_input_rows() -> None:
     np.testing.assert_array_equal(out.class_id, d.class_id)
     np.testing.assert_array_equal(out.data["tag"], [7, 8, 9])
     # Below track_low_thresh: never tracked; zero width: never tracked.
-    assert out.tracker_id.tolist() == [1, -1, -1]
+    assert ids_of(out) == [1, -1, -1]
 
 
 def test_first_update_confirms_at_once_later_births_wait_one_update() -> None:
@@ -121,6 +122,13 @@ def test_duplicate_of_a_lost_track_is_dropped() -> None:
     assert ids[13] == [1, -1] and ids[14] == [1, 3]
 
 
+@pytest.mark.parametrize("time_aware", [True, False])
+def test_a_zero_buffer_drops_lost_tracks_at_once(time_aware: bool) -> None:
+    frames = walker(20, absent=range(10, 11))
+    ids = run(Tracker(track_buffer=0, time_aware=time_aware), frames)
+    assert ids[:10] == [[1]] * 10 and ids[11] == [-1] and ids[12:] == [[2]] * 8
+
+
 def test_two_trackers_count_their_own_ids() -> None:
     first, second = Tracker(), Tracker()
     assert run(first, walker(5)) == [[1]] * 5
@@ -147,8 +155,8 @@ def test_exported() -> None:
 def test_time_aware_equals_bytetrack_at_the_nominal_rate() -> None:
     scene = make_scene(1, frames=150)
     with_time = run(Tracker(frame_rate=30), scene.detections, fps=30)
-    by_update = [Tracker(time_aware=False)]
-    plain = [by_update[0].update(d).tracker_id.tolist() for d in scene.detections]
+    by_update = Tracker(time_aware=False)
+    plain = [ids_of(by_update.update(d)) for d in scene.detections]
     assert with_time == plain
 
 
