@@ -9,6 +9,11 @@ Reference semantics: Ultralytics' ``BYTETracker`` with its ``bytetrack.yaml`` de
   run on the clock instead of on the number of updates, so dropped frames neither freeze the
   prediction nor stretch the time a lost object is waited for.
 
+Without timestamps (or with ``time_aware=False``) the tracker gives the same rows the same
+identities as Ultralytics' ``BYTETracker`` fed the same detections (checked row by row with
+``scripts/bench_track.py``); ``track_buffer`` then counts updates, as Ultralytics 8.4 does
+whatever the frame rate (the original ByteTrack scaled it by ``frame_rate / 30``).
+
 State lives in arrays, one row per track, ordered like ByteTrack's lists (tracked tracks,
 then lost ones); an update is a fixed sequence of whole-array steps whatever the number of
 tracks.
