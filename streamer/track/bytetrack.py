@@ -9,6 +9,11 @@ Reference semantics: Ultralytics' ``BYTETracker`` with its ``bytetrack.yaml`` de
   run on the clock instead of on the number of updates, so dropped frames neither freeze the
   prediction nor stretch the time a lost object is waited for.
 
+Without timestamps (or with ``time_aware=False``) the tracker gives the same rows the same
+identities as Ultralytics' ``BYTETracker`` fed the same detections (checked row by row with
+``scripts/bench_track.py``); ``track_buffer`` then counts updates, as Ultralytics 8.4 does
+whatever the frame rate (the original ByteTrack scaled it by ``frame_rate / 30``).
+
 State lives in arrays, one row per track, ordered like ByteTrack's lists (tracked tracks,
 then lost ones); an update is a fixed sequence of whole-array steps whatever the number of
 tracks.
@@ -93,9 +98,9 @@ class Tracker:
       t_prev) · frame_rate`` nominal frames and a lost track is dropped once ``t −
       t_last_seen > track_buffer / frame_rate``. Without timestamps, or with
       ``time_aware=False``, every update is one frame, exactly as ByteTrack counts. A
-      timestamp earlier than the previous one, or a gap longer than the lost buffer, starts
-      the stream afresh: all tracks are dropped (ids keep counting) and the next new tracks
-      are confirmed at once, as on a first update.
+      timestamp earlier than the previous one, or a gap longer than the lost buffer (and
+      than one frame), starts the stream afresh: all tracks are dropped (ids keep counting)
+      and the new tracks of that update are confirmed at once, as on a first update.
 
     After matching, a lost track not seen for more than the buffer is dropped, and a
     tracked and a lost track whose boxes overlap with IoU > 0.85 are taken for one object:
@@ -168,7 +173,9 @@ class Tracker:
         step = 1.0
         if self._t_prev is not None:
             step = (t - self._t_prev) * self.frame_rate
-            if step < 0.0 or step > self.track_buffer + _TIME_EPS:
+            # A gap no track could be found again after; one frame is never such a gap, even
+            # with track_buffer 0 (lost tracks go at once, followed ones go on).
+            if step < 0.0 or step > max(self.track_buffer, 1) + _TIME_EPS:
                 self._drop_all()
                 step = 1.0
         self._t_prev = t

@@ -13,7 +13,7 @@ time nothing, which turns lapjv's O(n³) on the full matrix into O(n²) bookkeep
 
 from __future__ import annotations
 
-import lap
+import lap  # type: ignore[import-untyped]
 import numpy as np
 
 from streamer import _numba  # noqa: F401 - sets the Numba cache folder before numba loads

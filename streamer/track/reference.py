@@ -7,7 +7,7 @@ random inputs. They are not used on the hot path.
 
 from __future__ import annotations
 
-import lap
+import lap  # type: ignore[import-untyped]
 import numpy as np
 
 from streamer.track.kalman import STD_WEIGHT_POSITION, STD_WEIGHT_VELOCITY
@@ -123,11 +123,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The whole matrix through ``lap.lapjv`` at once, as ByteTrack does."""
+    """The whole matrix through ``lap.lapjv`` at once, as ByteTrack does.
+
+    lapjv may take a pair whose cost equals the limit exactly (a tie with leaving both
+    unmatched, e.g. zero IoU at a limit of 1); such pairs are left unmatched, which keeps
+    the total cost and states the rule ``cost < thresh``.
+    """
     rows, cols = cost.shape
     if cost.size == 0:
         return np.empty((0, 2), np.int64), np.arange(rows), np.arange(cols)
     _, x, y = lap.lapjv(cost, extend_cost=True, cost_limit=thresh)
     matched = np.flatnonzero(x >= 0)
+    matched = matched[cost[matched, x[matched]] < thresh]
+    x = np.where(np.isin(np.arange(rows), matched), x, -1)
+    y = np.full(cols, -1)
+    y[x[matched]] = matched
     pairs = np.stack([matched, x[matched]], axis=1).astype(np.int64)
     return pairs, np.flatnonzero(x < 0), np.flatnonzero(y < 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lap
+import lap  # type: ignore[import-untyped]
 import numpy as np
 
 from streamer.track.reference import iou_matrix
