@@ -19,7 +19,12 @@ Sections (ratios are only meaningful within one run on one machine):
   read-infer loop, latency over time (needs GStreamer's RTSP server, as in the tests);
 * monitor: four RTSP cameras in one process vs four separate single-camera processes;
 * memory: RSS over a 20 000-frame synthetic run; peak RSS;
-* GPU rows (fp32/fp16, batch 1 and 8) when CUDA is present, else "skipped".
+* GPU rows (fp32/fp16, batch 1 and 8) when CUDA is present, else "skipped";
+* tracking: the tracker's update at 10 / 50 / 200 boxes against Ultralytics' BYTETracker on
+  the same inputs (``scripts/bench_track.py``; Ultralytics' side when a Python with it is
+  given), and ``annotate --track`` against ``annotate`` on bikes, interleaved in rounds.
+
+``--only track`` (or any section name: model, live, monitor, memory, track) runs just those.
 """
 
 from __future__ import annotations
@@ -480,27 +485,9 @@ def _measure_window(count, seconds: float, out: dict[str, Any], key: str) -> Non
 # ----------------------------------------------------------------------------- report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter live runs")
-    parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--json", default="out/bench.json")
-    parser.add_argument("--ultralytics-python", default=None, help="a Python with ultralytics installed")
-    parser.add_argument("--no-live", action="store_true")
-    parser.add_argument("--no-monitor", action="store_true")
-    parser.add_argument("--memory-frames", type=int, default=20_000)
-    args = parser.parse_args()
-    repeat = 10 if args.quick else 40
-    report: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine()},
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    t_all = time.perf_counter()
-    # This machine's speed drifts by +-20 % within minutes (shared hardware). The figures that
-    # are compared with each other run interleaved, in rounds; each ratio is taken within a
-    # round, and the report gives the median over rounds (and every round's value).
-    rounds = 1 if args.quick else 7
+def bench_model_sections(report: dict[str, Any], rounds: int, repeat: int, ultralytics_python: str | None) -> None:
+    """Model only, end to end, naive loop and Ultralytics, interleaved in rounds; then
+    postprocess, letterbox and GPU rows."""
     runs: dict[str, list[dict[str, Any]]] = {}
     ratios: dict[str, list[float]] = {}
 
@@ -540,8 +527,8 @@ def main() -> int:
             # What e2e/naive would be if everything but the model were hidden completely: an
             # end-to-end pipeline cannot run faster than its model alone.
             ratios.setdefault("bound_fastest_model_only_over_naive", []).append(best_model / naive_fps)
-            if args.ultralytics_python:
-                ul = bench_ultralytics(args.ultralytics_python)
+            if ultralytics_python:
+                ul = bench_ultralytics(ultralytics_python)
                 keep("ultralytics", ul)
                 if "fps" in ul:
                     ratios.setdefault("e2e_over_ultralytics", []).append(e2e["fps"] / ul["fps"])
@@ -573,17 +560,51 @@ def main() -> int:
     report["postprocess"] = bench_postprocess("onnxruntime", repeat * 5)
     report["letterbox"] = bench_letterbox(repeat)
     report["gpu"] = bench_gpu()
-    if not args.no_live:
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter live runs")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json", default="out/bench.json")
+    parser.add_argument("--ultralytics-python", default=None, help="a Python with ultralytics installed")
+    parser.add_argument("--no-live", action="store_true")
+    parser.add_argument("--no-monitor", action="store_true")
+    parser.add_argument("--memory-frames", type=int, default=20_000)
+    parser.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                        choices=["model", "live", "monitor", "memory", "track"],
+                        help="run only these sections (model: model only, end to end, naive, Ultralytics, "
+                             "postprocess, letterbox, GPU)")
+    args = parser.parse_args()
+    sections = set(args.only or ["model", "live", "monitor", "memory", "track"])
+    repeat = 10 if args.quick else 40
+    report: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine()},
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    t_all = time.perf_counter()
+    # This machine's speed drifts by +-20 % within minutes (shared hardware). The figures that
+    # are compared with each other run interleaved, in rounds; each ratio is taken within a
+    # round, and the report gives the median over rounds (and every round's value).
+    rounds = 1 if args.quick else 7
+    if "model" in sections:
+        bench_model_sections(report, rounds, repeat, args.ultralytics_python)
+    if "track" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["tracking"] = bench_tracking(rounds if rounds > 1 else 1, args.ultralytics_python, Path(tmp),
+                                                updates=150 if args.quick else 600)
+    if "live" in sections and not args.no_live:
         try:
             report["live"] = bench_live(20.0 if args.quick else 60.0, imgsz=960)
         except Exception as exc:  # noqa: BLE001 - needs GStreamer; reported, not fatal
             report["live"] = {"error": str(exc)[:300]}
-    if not args.no_monitor:
+    if "monitor" in sections and not args.no_monitor:
         try:
             report["monitor"] = bench_monitor(15.0 if args.quick else 30.0)
         except Exception as exc:  # noqa: BLE001
             report["monitor"] = {"error": str(exc)[:300]}
-    if not args.no_memory:
+    if "memory" in sections and not args.no_memory:
         report["memory"] = bench_memory(args.memory_frames)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["bench_seconds"] = round(time.perf_counter() - t_all, 1)
@@ -594,39 +615,89 @@ def main() -> int:
     return 0
 
 
+def bench_tracking(rounds: int, ultralytics_python: str | None, tmp: Path, updates: int) -> dict[str, Any]:
+    """Tracker update time per size (ours vs Ultralytics' BYTETracker on the same inputs), and
+    the cost of tracking end to end: annotate bikes with and without it, interleaved."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_track
+
+    bench_track.time_ours(bench_track.make_frames(20, 40, seed=99))  # kernels compiled or loaded first
+    sizes = []
+    for n in bench_track.SIZES:
+        frames = bench_track.make_frames(n, updates + bench_track.WARMUP)
+        times, ids = bench_track.time_ours(frames)
+        row: dict[str, Any] = {"boxes": n, "ours_ms": round(bench_track.median_ms(times), 4)}
+        if ultralytics_python:
+            try:
+                u_times, u_ids = bench_track.time_ultralytics(ultralytics_python, frames)
+            except Exception as exc:  # noqa: BLE001 - the peer's install is not ours to fail on
+                row["ultralytics_error"] = str(exc)[:200]
+            else:
+                row["ultralytics_ms"] = round(bench_track.median_ms(u_times), 4)
+                row["ratio"] = round(row["ours_ms"] / row["ultralytics_ms"], 4)
+                row.update({k: round(v, 4) for k, v in bench_track.id_agreement(frames, ids, u_ids).items()})
+        sizes.append(row)
+    plain, tracked, ratios = [], [], []
+    for r in range(rounds):
+        # Alternate which goes first, so a drift of the machine's speed favours neither.
+        order = (False, True) if r % 2 == 0 else (True, False)
+        got = {}
+        for track in order:
+            cfg = from_dict({
+                "job": "annotate", "source": "sample:bikes", "track": track,
+                "output": {"video": str(tmp / f"track-{track}.mp4"), "jsonl": str(tmp / f"track-{track}.jsonl")},
+            })
+            got[track] = run_annotate(cfg, err=io.StringIO(), show_progress=False).fps
+        plain.append(round(got[False], 2))
+        tracked.append(round(got[True], 2))
+        ratios.append(round(got[True] / got[False], 4))
+    return {"update": sizes, "annotate_fps": plain, "annotate_track_fps": tracked,
+            "track_over_plain": {"median": round(statistics.median(ratios), 4), "rounds": ratios}}
+
+
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(f"machine: {m['processor']}, {m['cpus']} cores, {m['platform']}, Python {m['python']}  ({r['time']})")
     print("\n| what | figure |\n|---|---|")
-    for backend, v in r["model_only"].items():
-        print(f"| model only, yolo11n 640x288, {backend} | "
-              + (f"{v['ms']} ms/frame ({v['fps']} fps; runs {v.get('all_fps')})" if "fps" in v else v["error"]) + " |")
-    print(f"| fastest CPU backend | {r['best_cpu_backend']} |")
-    for clip, v in r["annotate"].items():
-        print(f"| annotate {clip}: end to end | {v['fps']} fps ({v['frames']} frames; runs {v.get('all_fps')}) |")
-        print(f"| annotate {clip}: stage medians (ms) | {v['stage_medians_ms']} |")
-    print(f"| annotate's default model configuration on this machine | {r['annotate_default_model_config']} |")
-    print(f"| naive single-thread loop, bikes (NumPy/OpenCV, default ORT session) | {r['naive']['fps']} fps "
-          f"(runs {r['naive'].get('all_fps')}) |")
-    print(f"| naive single-thread loop, bikes, with streamer's kernels and session | "
-          f"{r['naive_streamer_kernels']['fps']} fps (runs {r['naive_streamer_kernels'].get('all_fps')}) |")
-    if "ultralytics" in r:
-        u = r["ultralytics"]
-        print("| Ultralytics predict(stream=True), bikes | "
-              + (f"{u['fps']} fps (runs {u.get('all_fps')})" if "fps" in u else u["error"]) + " |")
-    for k, v in r["ratios"].items():
-        print(f"| ratio {k.replace('_', ' ')} (median of rounds) | **{v['median']}** (rounds {v['rounds']}) |")
-    for k, v in r["postprocess"].items():
-        print(f"| decode + NMS, {k} ({v['candidates']} candidates) | {v['ms']} ms |")
-    for k, v in r["letterbox"].items():
-        print(f"| letterbox {k}: fused / temporaries | {v['fused_ms']} / {v['temporaries_ms']} ms |")
-    g = r["gpu"]
-    if "status" in g:
-        print(f"| GPU fp32/fp16 at batch 1 and 8 | {g['status']} |")
-    else:
-        for k, v in g.items():
-            if k != "device":
-                print(f"| GPU {g['device']} {k} | " + (f"{v['ms']} ms ({v['fps']} img/s)" if "ms" in v else v["error"]) + " |")
+    if "model_only" in r:
+        for backend, v in r["model_only"].items():
+            print(f"| model only, yolo11n 640x288, {backend} | "
+                  + (f"{v['ms']} ms/frame ({v['fps']} fps; runs {v.get('all_fps')})" if "fps" in v else v["error"]) + " |")
+        print(f"| fastest CPU backend | {r['best_cpu_backend']} |")
+        for clip, v in r["annotate"].items():
+            print(f"| annotate {clip}: end to end | {v['fps']} fps ({v['frames']} frames; runs {v.get('all_fps')}) |")
+            print(f"| annotate {clip}: stage medians (ms) | {v['stage_medians_ms']} |")
+        print(f"| annotate's default model configuration on this machine | {r['annotate_default_model_config']} |")
+        print(f"| naive single-thread loop, bikes (NumPy/OpenCV, default ORT session) | {r['naive']['fps']} fps "
+              f"(runs {r['naive'].get('all_fps')}) |")
+        print(f"| naive single-thread loop, bikes, with streamer's kernels and session | "
+              f"{r['naive_streamer_kernels']['fps']} fps (runs {r['naive_streamer_kernels'].get('all_fps')}) |")
+        if "ultralytics" in r:
+            u = r["ultralytics"]
+            print("| Ultralytics predict(stream=True), bikes | "
+                  + (f"{u['fps']} fps (runs {u.get('all_fps')})" if "fps" in u else u["error"]) + " |")
+        for k, v in r["ratios"].items():
+            print(f"| ratio {k.replace('_', ' ')} (median of rounds) | **{v['median']}** (rounds {v['rounds']}) |")
+        for k, v in r["postprocess"].items():
+            print(f"| decode + NMS, {k} ({v['candidates']} candidates) | {v['ms']} ms |")
+        for k, v in r["letterbox"].items():
+            print(f"| letterbox {k}: fused / temporaries | {v['fused_ms']} / {v['temporaries_ms']} ms |")
+        g = r["gpu"]
+        if "status" in g:
+            print(f"| GPU fp32/fp16 at batch 1 and 8 | {g['status']} |")
+        else:
+            for k, v in g.items():
+                if k != "device":
+                    print(f"| GPU {g['device']} {k} | " + (f"{v['ms']} ms ({v['fps']} img/s)" if "ms" in v else v["error"]) + " |")
+    if "tracking" in r:
+        t = r["tracking"]
+        for row in t["update"]:
+            peer = (f"; Ultralytics BYTETracker {row['ultralytics_ms']} ms, ratio **{row['ratio']}**, "
+                    f"IDF1 ours vs theirs {row.get('idf1_vs_ultralytics')}") if "ultralytics_ms" in row else ""
+            print(f"| tracker update, {row['boxes']} boxes (median) | **{row['ours_ms']} ms**{peer} |")
+        ratio = t["track_over_plain"]
+        print(f"| annotate bikes with --track / without (end to end) | **{ratio['median']}** "
+              f"(rounds {ratio['rounds']}; fps {t['annotate_track_fps']} vs {t['annotate_fps']}) |")
     if "live" in r:
         lv = r["live"]
         if "error" in lv:
