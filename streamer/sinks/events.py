@@ -16,6 +16,7 @@ the oldest are dropped and counted).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -31,7 +32,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from streamer.errors import SinkError
+from streamer.errors import ConfigError, SinkError
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import check_writable
 from streamer.types import Result
@@ -143,7 +144,10 @@ class EventSink(Sink):
         webhook: str | None = None,
         webhook_retries: int = 3,
         webhook_timeout_s: float = 5.0,
+        keep_events: int = 1000,
     ) -> None:
+        if keep_events < 1:
+            raise ConfigError(f"events keep_events must be at least 1, but got {keep_events}")
         self.path = Path(path) if path else None
         self.snapshots = Path(snapshots)
         self.track = set(track)
@@ -155,7 +159,11 @@ class EventSink(Sink):
         self.webhook_timeout_s = webhook_timeout_s
         self.webhook: WebhookSender | None = None
         self._webhook_counts: tuple[int, int, int] | None = None
-        self.events: list[dict[str, Any]] = []
+        # The newest events, for the dashboard; a 24/7 monitor would otherwise grow this
+        # forever. Every event still goes to the file and the webhook.
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep_events)
+        self.events_total = 0
+        self.events_dropped = 0  # events that fell out of ``events``
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._clock: dict[str, float] = {}  # per camera: capture time of its newest frame
         self._received: dict[str, float] = {}  # per camera: when its newest frame got here
@@ -250,7 +258,10 @@ class EventSink(Sink):
             "frames": track.frames,
             "snapshot": snapshot,
         }
+        if len(self.events) == self.events.maxlen:
+            self.events_dropped += 1
         self.events.append(event)
+        self.events_total += 1
         log.info("event: %s %s %s..%s", camera, track.label, event["start"], event["end"])
         if self._file is not None:
             self._file.write(json.dumps(event) + "\n")
@@ -273,7 +284,7 @@ class EventSink(Sink):
 
     def summary(self) -> str | None:
         where = f"{self.path}: " if self.path else ""
-        text = f"{where}{len(self.events)} events"
+        text = f"{where}{self.events_total} events"
         hook = self._webhook_counts
         if hook is not None:
             text += f"; webhook: {hook[0]} delivered, {hook[1]} failed, {hook[2]} dropped (queue full)"
