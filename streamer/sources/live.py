@@ -572,5 +572,6 @@ class ReplaySource(LiveSource):
     def _connect(self) -> Capture:
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
+            cap.release()
             raise SourceOpenError(f"{self.path}: cannot open as a video")
         return _PacedFileCapture(cap, self.fps or 25.0, self.loop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -195,3 +196,42 @@ def test_frame_size_change_after_reconnect(tmp_path, caplog: pytest.LogCaptureFi
     while cap.read()[0]:
         n += 1
     assert n == len(seen)
+
+
+class _TrackedCapture:
+    """Wraps a real OpenCV capture and records whether it was released (a subclass of
+    ``cv2.VideoCapture`` would crash the interpreter at exit)."""
+
+    made: list[_TrackedCapture] = []
+
+    def __init__(self, *args: object) -> None:
+        self.cap = _REAL_CAPTURE(*args)
+        self.released = False
+        _TrackedCapture.made.append(self)
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return bool(self.cap.isOpened())
+
+    def release(self) -> None:
+        self.released = True
+        self.cap.release()
+
+
+_REAL_CAPTURE = cv2.VideoCapture
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_replay_releases_a_capture_that_failed_to_open(tmp_path, monkeypatch, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    from streamer.errors import SourceOpenError
+    from streamer.sources.live import ReplaySource
+
+    clip = tmp_path / "broken.mp4"
+    clip.write_bytes(content)
+    _TrackedCapture.made = []
+    monkeypatch.setattr(cv2, "VideoCapture", _TrackedCapture)
+    source = ReplaySource(str(clip))
+    source.fps = 25.0
+    with pytest.raises(SourceOpenError, match="broken.mp4: cannot open as a video"):
+        source._connect()  # the reader thread's connect step, here in the test's thread
+    made, _TrackedCapture.made = _TrackedCapture.made, []
+    assert len(made) == 1 and made[0].released
