@@ -80,7 +80,7 @@ def test_equal_detections_compare_equal(n: int) -> None:
     assert Detections.empty() == Detections.empty()
     assert _dets(n) == _dets(n)
     assert _dets(n, tracker=True, extra=True) == _dets(n, tracker=True, extra=True)
-    assert not (_dets(n) != _dets(n))
+    assert (_dets(n) != _dets(n)) is False
 
 
 @pytest.mark.parametrize(
