@@ -38,7 +38,7 @@ from streamer.sinks.video import VideoSink
 from streamer.sources import make_source
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
-from streamer.stats import StageMeter
+from streamer.stats import LatencyHistogram, StageMeter
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class CameraStats(Sink):
 
     def __init__(self, names: list[str], publish: Callable[[str, np.ndarray], object] | None = None) -> None:
         self.meters = {name: StageMeter(name) for name in names}
+        self.latency = {name: LatencyHistogram() for name in names}
         self.publish = publish
         self.frames = 0
         #: per camera: its newest line counts and zone occupancy, class names, tracks in view
@@ -70,7 +71,9 @@ class CameraStats(Sink):
             self.in_view[camera] = int((det.tracker_id >= 0).sum())
         meter = self.meters.get(camera)
         if meter is not None:
-            meter.record((time.monotonic() - result.frame.captured_at) * 1000.0)
+            elapsed_s = time.monotonic() - result.frame.captured_at
+            meter.record(elapsed_s * 1000.0)
+            self.latency[camera].observe(elapsed_s)
         if self.publish is not None:
             self.publish(camera, result.image)
 
@@ -160,6 +163,7 @@ class Monitor:
                 "fps": round(meter.fps(), 2),
                 "latency_ms_p50": round(p50, 1),
                 "latency_ms_p95": round(p95, 1),
+                "latency_histogram": self.camera_stats.latency[name].snapshot(),
                 "dropped": int(camera.dropped + queue_drops),
                 "reconnects": camera.reconnects,
                 "frames": meter.processed,
@@ -222,6 +226,8 @@ class Monitor:
         self.pipeline.close()
         if self.server is not None:
             self.server.stop()
+        if self.hub is not None:
+            self.hub.close()
 
 
 def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:

@@ -2,7 +2,7 @@
 
 Uploading the decoded uint8 frame moves a quarter of the bytes of the float32 input the CPU
 path would send, and the resize, padding, channel swap and scaling then run on the GPU. The
-host side copies each frame into a pinned staging buffer (reused per frame size), so the
+host side copies each frame into a pinned staging buffer (one per thread and frame size), so the
 host-to-device copy is asynchronous.
 
 Semantics match :mod:`streamer.preprocess` (Ultralytics' letterbox): bilinear resize with
@@ -12,6 +12,8 @@ plus OpenCV's fixed-point interpolation error).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
@@ -28,24 +30,36 @@ class DeviceLetterbox:
         self.device = device
         self.dtype = dtype
         self._pin = device.type == "cuda"
-        # Per frame size: a pinned host buffer and the event of its last upload, so a buffer
-        # is refilled only once its previous copy has left, without stalling the stream.
-        self._staging: dict[tuple[int, ...], tuple[torch.Tensor, torch.cuda.Event | None]] = {}
+        # Per thread and frame size: a host buffer and the event of its last upload, so a
+        # buffer is refilled only once its previous copy has left, without stalling the
+        # stream. Per thread because infer workers share this object: one worker must never
+        # refill a buffer whose copy another worker has in flight.
+        self._local = threading.local()
+
+    def _staging_buffer(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """This thread's uint8 host buffer of ``shape`` (pinned on CUDA) and its last upload's event."""
+        staging: dict[tuple[int, ...], tuple[torch.Tensor, torch.cuda.Event | None]] | None
+        staging = getattr(self._local, "staging", None)
+        if staging is None:
+            staging = self._local.staging = {}
+        found = staging.get(shape)
+        if found is None:
+            buffer = torch.empty(shape, dtype=torch.uint8)
+            found = staging[shape] = (buffer.pin_memory() if self._pin else buffer, None)
+        return found
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(np.ascontiguousarray(image))
         if not self._pin:
             return host.to(self.device)
-        staging, event = self._staging.get(image.shape, (None, None))
-        if staging is None:
-            staging = torch.empty(image.shape, dtype=torch.uint8).pin_memory()
-        elif event is not None:
+        staging, event = self._staging_buffer(image.shape)
+        if event is not None:
             event.synchronize()
         staging.copy_(host)
         on_device = staging.to(self.device, non_blocking=True)
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(self.device))
-        self._staging[image.shape] = (staging, done)
+        self._local.staging[image.shape] = (staging, done)
         return on_device
 
     def __call__(self, images: list[np.ndarray], boxes: list[Letterbox]) -> torch.Tensor:

@@ -395,7 +395,12 @@ class SinkStage(Stage):
 
     def open(self) -> None:
         for sink in self.sinks:
-            sink.open()
+            try:
+                sink.open()
+            except BaseException:
+                # A stage whose open fails is never closed by the pipeline: undo our part here.
+                self.close()
+                raise
             self._opened.append(sink)
 
     def _run(self, method: str, *args: object) -> None:

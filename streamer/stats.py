@@ -104,3 +104,38 @@ class StageMeter:
             state=self.state,
             stalled_s=round(time.monotonic() - since, 3) if (since := self.busy_since) is not None else 0.0,
         )
+
+
+# Latency bucket bounds in seconds: 5 ms (a light model on a GPU) to 10 s (a stalled
+# pipeline), dense where live video usually sits (30-500 ms).
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram of latencies, for Prometheus; safe to share between threads.
+
+    Unlike :class:`StageMeter`'s window it never forgets, which is what a Prometheus
+    histogram needs: ``rate()`` over the buckets gives any window later.
+    """
+
+    def __init__(self, bounds_s: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        if not bounds_s or list(bounds_s) != sorted(set(bounds_s)) or bounds_s[0] <= 0:
+            raise ValueError(f"histogram bounds must be positive and strictly increasing, but got {bounds_s}")
+        self.bounds_s = tuple(float(b) for b in bounds_s)
+        self._counts = [0] * (len(self.bounds_s) + 1)  # per bucket, the last one above every bound
+        self._sum_s = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        index = int(np.searchsorted(self.bounds_s, seconds, side="left"))  # le: bound inclusive
+        with self._lock:
+            self._counts[index] += 1
+            self._sum_s += seconds
+
+    def snapshot(self) -> dict[str, object]:
+        """``{"le": bounds, "counts": cumulative counts per bound then the total, "sum_s": s}``."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum_s
+        return {"le": list(self.bounds_s), "counts": np.cumsum(counts).tolist(), "sum_s": total}

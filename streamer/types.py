@@ -102,6 +102,19 @@ class Detections:
             class_id=np.empty((0,), np.int32),
         )
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field with ``np.array_equal``: the dataclass default compares arrays
+        with ``==``, whose element-wise result has no single truth value."""
+        if not isinstance(other, Detections):
+            return NotImplemented
+        if (self.tracker_id is None) != (other.tracker_id is None) or self.data.keys() != other.data.keys():
+            return False
+        pairs = [(self.xyxy, other.xyxy), (self.confidence, other.confidence), (self.class_id, other.class_id)]
+        if self.tracker_id is not None and other.tracker_id is not None:
+            pairs.append((self.tracker_id, other.tracker_id))
+        pairs.extend((value, other.data[key]) for key, value in self.data.items())
+        return all(np.array_equal(a, b) for a, b in pairs)
+
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 

@@ -55,3 +55,29 @@ def test_pipeline_with_device_preprocessing_agrees_with_ultralytics() -> None:
     reference = json.loads((Path(__file__).parent / "data" / "ultralytics_carphone.json").read_text())
     f1, tp, fp, fn = f1_score(frames, from_reference(reference["frames"]))
     assert f1 >= 0.98, (f1, tp, fp, fn)
+
+
+def test_staging_buffers_are_per_thread() -> None:
+    """Infer workers share one DeviceLetterbox: a staging buffer shared between threads would
+    be refilled by one worker while another's copy from it is still in flight."""
+    import threading
+
+    lb = DeviceLetterbox(torch.device("cpu"))
+    shapes = [(0, 0, 3), (4, 6, 3), (8, 8, 3)]
+    got: dict[str, list[torch.Tensor]] = {}
+    barrier = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        barrier.wait()  # both threads stage at the same time
+        got[name] = [lb._staging_buffer(shape)[0] for shape in shapes] + [lb._staging_buffer(shapes[1])[0]]
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for name in ("a", "b"):
+        assert [tuple(t.shape) for t in got[name]] == [*shapes, shapes[1]]
+        assert got[name][3] is got[name][1], "a thread reuses its own buffer for the same size"
+    assert all(a is not b for a, b in zip(got["a"], got["b"])), "two threads were handed the same buffer"
+    assert all(buf.dtype == torch.uint8 for buf in got["a"] + got["b"])

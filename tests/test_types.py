@@ -40,3 +40,59 @@ def test_bad_mask_shape() -> None:
     d = Detections.empty()
     with pytest.raises(ValueError, match="boolean mask"):
         d[np.array([True])]
+
+
+def _dets(n: int, tracker: bool = False, extra: bool = False) -> Detections:
+    return Detections(
+        xyxy=np.arange(4 * n, dtype=np.float32).reshape(n, 4),
+        confidence=np.linspace(0.1, 0.9, n, dtype=np.float32),
+        class_id=np.arange(n, dtype=np.int32),
+        tracker_id=np.arange(n, dtype=np.int64) + 7 if tracker else None,
+        data={"area": np.arange(n, dtype=np.float32)} if extra else {},
+    )
+
+
+def _changed(d: Detections, field_name: str) -> Detections:
+    """A copy of ``d`` with one element of ``field_name`` changed."""
+    xyxy, conf, cls = d.xyxy.copy(), d.confidence.copy(), d.class_id.copy()
+    tracker = None if d.tracker_id is None else d.tracker_id.copy()
+    data = {k: v.copy() for k, v in d.data.items()}
+    if field_name == "xyxy":
+        xyxy[0, 0] += 1
+    elif field_name == "confidence":
+        conf[0] += 0.01
+    elif field_name == "class_id":
+        cls[0] += 1
+    elif field_name == "tracker_id":
+        tracker = None
+    elif field_name == "tracker_id_value":
+        assert tracker is not None
+        tracker[0] += 1
+    elif field_name == "data_key":
+        data = {"other": data["area"]}
+    elif field_name == "data_value":
+        data["area"][0] += 1
+    return Detections(xyxy, conf, cls, tracker, data)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_equal_detections_compare_equal(n: int) -> None:
+    assert Detections.empty() == Detections.empty()
+    assert _dets(n) == _dets(n)
+    assert _dets(n, tracker=True, extra=True) == _dets(n, tracker=True, extra=True)
+    assert (_dets(n) != _dets(n)) is False
+
+
+@pytest.mark.parametrize(
+    "field_name", ["xyxy", "confidence", "class_id", "tracker_id", "tracker_id_value", "data_key", "data_value"]
+)
+def test_detections_differing_in_one_field_are_unequal(field_name: str) -> None:
+    d = _dets(3, tracker=True, extra=True)
+    assert d != _changed(d, field_name)
+    assert _changed(d, field_name) != d
+
+
+def test_detections_of_different_lengths_or_types_are_unequal() -> None:
+    assert _dets(2) != _dets(3)
+    assert Detections.empty() != _dets(1)
+    assert _dets(1) != "not detections"

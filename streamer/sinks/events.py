@@ -36,7 +36,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from streamer.errors import SinkError
+from streamer.errors import ConfigError, SinkError
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import check_writable
 from streamer.types import Result
@@ -151,9 +151,6 @@ class EventSink(Sink):
     name = "events"
     needs_render = True
 
-    #: Events kept in memory for the dashboard; older ones are counted, not kept.
-    MAX_KEPT = 200
-
     def __init__(
         self,
         path: str | Path | None,
@@ -168,7 +165,10 @@ class EventSink(Sink):
         webhook: str | None = None,
         webhook_retries: int = 3,
         webhook_timeout_s: float = 5.0,
+        keep_events: int = 1000,
     ) -> None:
+        if keep_events < 1:
+            raise ConfigError(f"events keep_events must be at least 1, but got {keep_events}")
         self.path = Path(path) if path else None
         self.snapshots = Path(snapshots)
         self.track = set(track)
@@ -182,8 +182,11 @@ class EventSink(Sink):
         self.webhook_timeout_s = webhook_timeout_s
         self.webhook: WebhookSender | None = None
         self._webhook_counts: tuple[int, int, int] | None = None
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.MAX_KEPT)
-        self.emitted = 0
+        # The newest events, for the dashboard; a 24/7 monitor would otherwise grow this
+        # forever. Every event still goes to the file and the webhook.
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep_events)
+        self.events_total = 0
+        self.events_dropped = 0  # events that fell out of ``events``
         self.filtered = 0  # objects that never entered one of ``zones``
         self._objects: dict[tuple[str, int | str], _Object] = {}
         self._clock: dict[str, float] = {}  # per camera: capture time of its newest frame
@@ -348,8 +351,10 @@ class EventSink(Sink):
 
     def _publish(self, event: dict[str, Any]) -> None:
         with self._lock:
+            if len(self.events) == self.events.maxlen:
+                self.events_dropped += 1
             self.events.append(event)
-            self.emitted += 1
+            self.events_total += 1
         if self._file is not None:
             self._file.write(json.dumps(event) + "\n")
             self._file.flush()
@@ -376,7 +381,7 @@ class EventSink(Sink):
 
     def summary(self) -> str | None:
         where = f"{self.path}: " if self.path else ""
-        text = f"{where}{self.emitted} events"
+        text = f"{where}{self.events_total} events"
         if self.filtered:
             text += f" ({self.filtered} objects outside the watched zones not reported)"
         hook = self._webhook_counts

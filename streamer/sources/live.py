@@ -318,22 +318,60 @@ class LiveSource(Source):
 
 # ----------------------------------------------------------------------------- streams
 
-_options_lock = threading.Lock()
+#: OpenCV's FFmpeg backend reads its options from this variable with C ``getenv`` at every
+#: open. Writing it while other threads run races with those reads (and with every other
+#: ``getenv`` in the process), so it is written at most once, before the first capture.
+CAPTURE_OPTIONS_VAR = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_USER = "the environment"
+_transport_lock = threading.Lock()
+_transport: str | None = None  # the RTSP transport this process settled on, or _USER
+_capturing = False  # a stream capture has opened: from now on the environment is read-only
+
+
+def _settle_transport(transport: str) -> None:
+    """Fix the process-wide RTSP transport when the first stream source is made.
+
+    TCP is OpenCV's default when the variable is unset, so it needs no write; UDP sets the
+    variable once, which is only allowed before any capture thread opens a stream. A value
+    the user exported is left alone (it wins over ``transport``).
+    """
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            if CAPTURE_OPTIONS_VAR in os.environ:
+                log.info("RTSP options come from %s=%s", CAPTURE_OPTIONS_VAR, os.environ[CAPTURE_OPTIONS_VAR])
+                _transport = _USER
+                return
+            if transport == "udp":
+                if _capturing:
+                    raise ConfigError(
+                        "RTSP transport 'udp' must be chosen before the first capture opens "
+                        "(OpenCV reads it from the process environment)"
+                    )
+                os.environ[CAPTURE_OPTIONS_VAR] = "rtsp_transport;udp"
+            _transport = transport
+        elif _transport not in (transport, _USER):
+            raise ConfigError(
+                f"RTSP transport {transport!r} conflicts with {_transport!r} chosen earlier in this process "
+                "(OpenCV reads it from the process environment: one transport per process)"
+            )
 
 
 class StreamSource(LiveSource):
     """RTSP/RTSPS/HTTP(S) streams (MJPEG, HLS, ...) through OpenCV's FFmpeg backend.
 
-    RTSP uses TCP by default (``transport='udp'`` to change): OpenCV reads FFmpeg options from
-    the process-wide ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` at open time, so opens are serialized
-    and the variable is set for each one. Open and read timeouts are passed as open
-    parameters; with one decoder thread a hung server is detected after about two read
-    timeouts, so the read timeout is half the stall timeout.
+    RTSP uses TCP by default (``transport='udp'`` to change). OpenCV takes FFmpeg options
+    only from the process-wide ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, so the transport is one
+    per process, settled when the first stream source is made (see ``_settle_transport``).
+    Open and read timeouts are passed as open parameters; with one decoder thread a hung
+    server is detected after about two read timeouts, so the read timeout is half the
+    stall timeout.
     """
 
     def __init__(self, url: str, source_id: str | None = None, policy: ReconnectPolicy | None = None, transport: str = "tcp") -> None:
         if transport not in ("tcp", "udp"):
             raise ConfigError(f"invalid RTSP transport {transport!r}, expecting one of ['tcp', 'udp']")
+        _settle_transport(transport)
         self.url = url
         self.transport = transport
         super().__init__(source_id or mask_url(url), policy)
@@ -349,20 +387,9 @@ class StreamSource(LiveSource):
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(p.stall_timeout_s * 1000 / 2)),
             cv2.CAP_PROP_N_THREADS, 1,
         ]
-        options = f"rtsp_transport;{self.transport}"
-        if self.url.lower().startswith(("rtsp://", "rtsps://")):
-            # Small probe: the first frame in ~0.1 s instead of ~1 s (size and fps stay right).
-            options += "|analyzeduration;0|probesize;32"
-        with _options_lock:
-            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
-            try:
-                cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
-            finally:
-                if previous is None:
-                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-                else:
-                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+        global _capturing
+        _capturing = True
+        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             raise SourceOpenError(f"{mask_url(self.url)}: cannot connect (refused, unreachable, not found or timed out)")
@@ -572,5 +599,6 @@ class ReplaySource(LiveSource):
     def _connect(self) -> Capture:
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
+            cap.release()
             raise SourceOpenError(f"{self.path}: cannot open as a video")
         return _PacedFileCapture(cap, self.fps or 25.0, self.loop)

@@ -42,8 +42,16 @@ class MultiSource(Source):
         return sum(c.dropped for c in self.cameras.values())
 
     def open(self) -> None:
-        for camera in self.cameras.values():
-            camera.open()
+        """Start every camera; when one fails to open, stop the ones already started."""
+        started: list[LiveSource] = []
+        try:
+            for camera in self.cameras.values():
+                camera.open()
+                started.append(camera)
+        except BaseException:
+            for camera in reversed(started):
+                camera.close()
+            raise
 
     def read(self, timeout: float) -> Frame | None | object:
         deadline = time.monotonic() + timeout

@@ -60,6 +60,8 @@ class FakePipeline:
                     "dropped": 3 * i, "reconnects": i, "frames": self.frames[name],
                     "url": f"rtsp://user:***@10.0.0.{i}/{name}", "last_error": None if i else "timeout",
                     "size": "640x360",
+                    "latency_histogram": {"le": [0.005, 0.05, 0.1], "counts": [0, 10 + i, 18 + i, 20 + i],
+                                          "sum_s": 1.5 + i},
                 }
                 for i, name in enumerate(self.cameras)
             }
@@ -202,7 +204,12 @@ def parse_prometheus(text: str) -> tuple[dict[str, tuple[str, str]], list[tuple[
                 unescaped = re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), label.group(2))
                 labels[label.group(1)] = unescaped
                 position = label.end()
-            assert name in types and name in helps, f"sample before HELP/TYPE: {line}"
+            family = name
+            for suffix in ("_bucket", "_count", "_sum"):
+                base = name.removesuffix(suffix)
+                if base != name and types.get(base) == "histogram":
+                    family = base
+            assert family in types and family in helps, f"sample before HELP/TYPE: {line}"
             key = (name, tuple(sorted(labels.items())))
             assert key not in seen, f"duplicate sample {line}"
             seen.add(key)
@@ -229,6 +236,8 @@ def test_hub_throttles_encodes_and_wakes_waiters() -> None:
         hub.publish("a", image)
         offered += 1
     assert offered > 50
+    assert hub.wait_frame("a", 0, timeout=5) is not None
+    time.sleep(0.2)  # the encoder thread finishes what was kept
     assert 3 <= hub.encoded("a") <= 8, hub.encoded("a")
     assert hub.encoded("b") == 0 and hub.latest("b") is None
     assert hub.publish("nope", image) is False
@@ -253,7 +262,8 @@ def test_hub_throttles_encodes_and_wakes_waiters() -> None:
 def test_hub_downscales_wide_frames() -> None:
     hub = DashboardHub(["a"], dict, max_width=320)
     assert hub.publish("a", draw("a", 0))
-    _, jpeg = hub.latest("a")  # type: ignore[misc]
+    _, jpeg = hub.wait_frame("a", 0, timeout=5)  # type: ignore[misc]
+    hub.close()
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (180, 320, 3)
 
 
@@ -284,30 +294,38 @@ def test_metrics_are_valid_prometheus_text(server: DashboardServer, pipeline: Fa
     families, samples = parse_prometheus(body.decode())
 
     for name, kind in {
-        "streamer_camera_fps": "gauge", "streamer_camera_latency_ms": "gauge", "streamer_camera_up": "gauge",
-        "streamer_camera_state": "gauge", "streamer_camera_dropped_frames_total": "counter",
-        "streamer_camera_reconnects_total": "counter", "streamer_camera_frames_total": "counter",
-        "streamer_stage_time_ms": "gauge", "streamer_stage_processed_total": "counter",
+        "streamer_camera_fps": "gauge", "streamer_camera_latency_seconds": "histogram", "streamer_camera_up": "gauge",
+        "streamer_camera_state": "gauge", "streamer_dropped_frames_total": "counter",
+        "streamer_reconnects_total": "counter", "streamer_frames_total": "counter",
+        "streamer_stage_time_p50_seconds": "gauge", "streamer_stage_time_p95_seconds": "gauge",
+        "streamer_stage_processed_total": "counter",
         "streamer_stage_dropped_total": "counter", "streamer_stage_queue_depth": "gauge",
         "streamer_model_batch_size_mean": "gauge", "streamer_model_batches_total": "counter",
-        "streamer_uptime_seconds": "gauge",
+        "streamer_uptime_seconds": "gauge", "streamer_dashboard_jpeg_frames_total": "counter",
+        "streamer_dashboard_connections": "gauge", "streamer_dashboard_rejected_connections_total": "counter",
     }.items():
         assert families[name][1] == kind, name
     assert all(name.endswith("_total") for name, (_, kind) in families.items() if kind == "counter")
+    assert not [lab for _, lab, _ in samples if "quantile" in lab], "quantile is for summaries only"
 
     assert {lab["camera"] for n, lab, _ in samples if n == "streamer_camera_fps"} == set(CAMERAS)
     for i, camera in enumerate(CAMERAS):
         assert value_of(samples, "streamer_camera_fps", camera=camera) == 25.0 + i
-        assert value_of(samples, "streamer_camera_latency_ms", camera=camera, quantile="0.5") == 40.0 + i
-        assert value_of(samples, "streamer_camera_latency_ms", camera=camera, quantile="0.95") == 90.5 + i
-        assert value_of(samples, "streamer_camera_dropped_frames_total", camera=camera) == 3 * i
-        assert value_of(samples, "streamer_camera_reconnects_total", camera=camera) == i
-        assert value_of(samples, "streamer_camera_frames_total", camera=camera) > 0
+        buckets = {lab["le"]: v for n, lab, v in samples
+                   if n == "streamer_camera_latency_seconds_bucket" and lab["camera"] == camera}
+        assert buckets == {"0.005": 0, "0.05": 10 + i, "0.1": 18 + i, "+Inf": 20 + i}
+        assert value_of(samples, "streamer_camera_latency_seconds_count", camera=camera) == 20 + i
+        assert value_of(samples, "streamer_camera_latency_seconds_sum", camera=camera) == 1.5 + i
+        assert value_of(samples, "streamer_dropped_frames_total", camera=camera) == 3 * i
+        assert value_of(samples, "streamer_reconnects_total", camera=camera) == i
+        assert value_of(samples, "streamer_frames_total", camera=camera) > 0
+        assert value_of(samples, "streamer_dashboard_jpeg_frames_total", camera=camera) > 0
         current = "reconnecting" if camera == "cam2" else "streaming"
         assert value_of(samples, "streamer_camera_up", camera=camera) == (camera != "cam2")
         states = {lab["state"]: v for n, lab, v in samples if n == "streamer_camera_state" and lab["camera"] == camera}
         assert states[current] == 1 and sum(states.values()) == 1 and "down" in states
-    assert value_of(samples, "streamer_stage_time_ms", stage="infer", quantile="0.95") == 30.0
+    assert value_of(samples, "streamer_stage_time_p95_seconds", stage="infer") == 0.03
+    assert value_of(samples, "streamer_stage_time_p50_seconds", stage="render") == 0.0015
     assert value_of(samples, "streamer_stage_processed_total", stage="render") == 98
     assert value_of(samples, "streamer_stage_dropped_total", stage="infer") == 2
     assert value_of(samples, "streamer_stage_queue_depth", stage="infer") == 1
@@ -322,10 +340,10 @@ def test_metrics_escape_labels_and_skip_missing_values() -> None:
     camera = {"state": "exploded", "fps": math.nan, "latency_ms_p50": None, "frames": 5}
     stats = {"cameras": {odd: camera}, "stages": {}}
     _, samples = parse_prometheus(render_metrics(stats))
-    assert value_of(samples, "streamer_camera_frames_total", camera=odd) == 5
+    assert value_of(samples, "streamer_frames_total", camera=odd) == 5
     assert math.isnan(value_of(samples, "streamer_camera_fps", camera=odd))
     assert value_of(samples, "streamer_camera_state", camera=odd, state="exploded") == 1
-    assert not [s for s in samples if s[0] == "streamer_camera_latency_ms"]
+    assert not [s for s in samples if s[0].startswith("streamer_camera_latency")]
     assert not [s for s in samples if s[0] == "streamer_uptime_seconds"]
 
 
@@ -600,3 +618,112 @@ def test_browser_many_odd_cameras_and_resubscribe(tmp_path: Path) -> None:
             )
         finally:
             server.stop()
+
+
+# --------------------------------------------------------------------------- caps and slow clients
+
+def open_stream(server: DashboardServer, camera: str, timeout: float = 10) -> tuple[http.client.HTTPConnection, int]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.bound_port, timeout=timeout)
+    conn.request("GET", f"/stream/{camera}.mjpg")
+    return conn, conn.getresponse().status
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_stream_cap_answers_503_and_counts(hub: DashboardHub) -> None:
+    with DashboardServer(hub, port=0, max_streams=2, max_connections=4) as server:
+        assert server.dashboard_stats()["rejected"] == 0
+        held = []
+        try:
+            for _ in range(2):
+                conn, status = open_stream(server, "cam1")
+                held.append(conn)
+                assert status == 200
+            assert wait_for(lambda: server.dashboard_stats()["streams"] == 2)
+            conn, status = open_stream(server, "cam2")
+            conn.close()
+            assert status == 503
+            assert server.dashboard_stats()["rejected"] == 1
+            assert request(server, "/api/stats")[0] == 200  # other routes still answer
+            _, samples = parse_prometheus(request(server, "/metrics")[2].decode())
+            assert value_of(samples, "streamer_dashboard_rejected_connections_total") == 1
+            assert value_of(samples, "streamer_dashboard_streams") == 2
+        finally:
+            for conn in held:
+                conn.close()
+        assert wait_for(lambda: server.dashboard_stats()["streams"] == 0)
+        conn, status = open_stream(server, "cam2")  # a freed slot is usable again
+        conn.close()
+        assert status == 200
+
+
+def test_connection_cap_refuses_before_spending_a_thread(hub: DashboardHub) -> None:
+    with DashboardServer(hub, port=0, max_streams=1, max_connections=3) as server:
+        idle = []
+        try:
+            for _ in range(3):  # connections that never send a request hold their slot
+                sock = socket.create_connection(("127.0.0.1", server.bound_port), timeout=5)
+                idle.append(sock)
+            assert wait_for(lambda: server.dashboard_stats()["connections"] == 3)
+            with socket.create_connection(("127.0.0.1", server.bound_port), timeout=5) as extra:
+                reply = b""
+                while chunk := extra.recv(4096):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.1 503 ") and reply.endswith(b"503 too many dashboard connections\n")
+            assert server.dashboard_stats()["rejected"] == 1
+        finally:
+            for sock in idle:
+                sock.close()
+        assert wait_for(lambda: server.dashboard_stats()["connections"] == 0)
+        assert request(server, "/api/stats")[0] == 200
+    with pytest.raises(ConfigError, match="max_streams=5, max_connections=4"):
+        DashboardServer(hub, max_streams=5, max_connections=4)
+
+
+def test_slow_mjpeg_client_never_blocks_publishing() -> None:
+    """A viewer that stops reading fills its socket and blocks its handler in a write; the
+    pipeline's publish calls, the encoder and the other viewers must carry on regardless."""
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]  # ~1 MB JPEGs
+    hub = DashboardHub(["a", "b"], dict, max_fps=50, quality=95)
+    with DashboardServer(hub, port=0) as server:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.bound_port))
+        stuck.sendall(b"GET /stream/a.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        try:
+            published = threading.Event()
+
+            def pipeline() -> None:
+                deadline = time.monotonic() + 3.0
+                i = 0
+                while time.monotonic() < deadline:
+                    hub.publish("a", noise[i % 3])
+                    hub.publish("b", noise[(i + 1) % 3])
+                    i += 1
+                    time.sleep(0.005)
+                published.set()
+
+            feeder = threading.Thread(target=pipeline, daemon=True)
+            feeder.start()
+            assert wait_for(lambda: server.dashboard_stats()["streams"] == 1)
+            before = hub.encoded("a")
+            seqs = [hub.latest("b")]
+            for _ in range(3):  # a second viewer keeps getting fresh frames
+                time.sleep(0.5)
+                seqs.append(hub.latest("b"))
+            assert published.wait(15), "publish blocked behind the stuck client"
+            feeder.join(5)
+            assert hub.encoded("a") > before + 3, "the encoder stalled behind the stuck client"
+            numbers = [s[0] for s in seqs if s is not None]
+            assert len(numbers) >= 3 and numbers == sorted(numbers) and numbers[-1] > numbers[0]
+        finally:
+            stuck.close()
+    hub.close()

@@ -198,3 +198,29 @@ def test_a_track_seen_once_makes_no_event(tmp_path: Path) -> None:
     sink.write(tracked("hall", 1, t0 + 0.05, [(0, 5, 0.9)]))
     sink.close()
     assert not (tmp_path / "events.jsonl").read_text()
+
+
+def test_kept_events_are_bounded_and_the_rest_counted(tmp_path: Path) -> None:
+    """A monitor runs for months: the in-memory list keeps the newest events only; the
+    file gets every one, and the summary counts them all."""
+    for keep, cameras in [(3, 0), (3, 2), (3, 5), (1, 4)]:
+        folder = tmp_path / f"{keep}-{cameras}"
+        folder.mkdir()
+        sink = make_sink(folder, gone_after_s=60, keep_events=keep)
+        t0 = time.monotonic()
+        for n in range(cameras):
+            for i in range(3):
+                sink.write(result(f"cam{n}", i, t0 + 0.01 * i, [(0, 0.9)]))
+        sink.close()
+        kept = min(keep, cameras)
+        assert [e["camera"] for e in sink.events] == [f"cam{n}" for n in range(cameras - kept, cameras)]
+        assert sink.events_dropped == cameras - kept
+        assert len((folder / "events.jsonl").read_text().splitlines()) == cameras
+        assert f"{cameras} events" in (sink.summary() or "")
+
+
+def test_keep_events_must_be_positive(tmp_path: Path) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="keep_events must be at least 1, but got 0"):
+        EventSink(tmp_path / "e.jsonl", tmp_path / "s", ("person",), keep_events=0)

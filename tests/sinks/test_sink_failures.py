@@ -56,3 +56,47 @@ def test_transient_failure_recovers(bikes: Path, tmp_path: Path, caplog: pytest.
     stage, records = run(bikes, tmp_path, failing, caplog)
     assert len(records) == 250 and failing.written == 247
     assert stage.disabled == [] and "recovered" in stage.failure_lines()[0]
+
+
+class Recorder(Sink):
+    """Logs its open and close calls into a shared list; ``fail_open`` makes open raise."""
+
+    def __init__(self, name: str, log: list[str], fail_open: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.fail_open = fail_open
+
+    def open(self) -> None:
+        if self.fail_open:
+            raise OSError(13, f"{self.name}: permission denied")
+        self.log.append(f"open {self.name}")
+
+    def write(self, result: Result) -> None:
+        pass
+
+    def close(self) -> None:
+        self.log.append(f"close {self.name}")
+
+
+@pytest.mark.parametrize(
+    ("failing", "expected"),
+    [
+        (None, ["open a", "open b", "open c"]),
+        (0, []),
+        (1, ["open a", "close a"]),
+        (2, ["open a", "open b", "close b", "close a"]),
+    ],
+)
+def test_sink_stage_open_closes_what_it_opened_when_a_later_sink_fails(
+    failing: int | None, expected: list[str]
+) -> None:
+    calls: list[str] = []
+    stage = SinkStage([Recorder(name, calls, fail_open=i == failing) for i, name in enumerate("abc")])
+    if failing is None:
+        stage.open()
+    else:
+        with pytest.raises(OSError, match="permission denied"):
+            stage.open()
+    assert calls == expected
+    stage.close()  # closing after a failed open closes nothing twice
+    assert calls.count("close a") == (1 if failing != 0 else 0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -195,3 +197,104 @@ def test_frame_size_change_after_reconnect(tmp_path, caplog: pytest.LogCaptureFi
     while cap.read()[0]:
         n += 1
     assert n == len(seen)
+
+
+class _TrackedCapture:
+    """Wraps a real OpenCV capture and records whether it was released (a subclass of
+    ``cv2.VideoCapture`` would crash the interpreter at exit)."""
+
+    made: list[_TrackedCapture] = []
+
+    def __init__(self, *args: object) -> None:
+        self.cap = _REAL_CAPTURE(*args)
+        self.released = False
+        _TrackedCapture.made.append(self)
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return bool(self.cap.isOpened())
+
+    def release(self) -> None:
+        self.released = True
+        self.cap.release()
+
+
+_REAL_CAPTURE = cv2.VideoCapture
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_replay_releases_a_capture_that_failed_to_open(tmp_path, monkeypatch, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    from streamer.errors import SourceOpenError
+    from streamer.sources.live import ReplaySource
+
+    clip = tmp_path / "broken.mp4"
+    clip.write_bytes(content)
+    _TrackedCapture.made = []
+    monkeypatch.setattr(cv2, "VideoCapture", _TrackedCapture)
+    source = ReplaySource(str(clip))
+    source.fps = 25.0
+    with pytest.raises(SourceOpenError, match="broken.mp4: cannot open as a video"):
+        source._connect()  # the reader thread's connect step, here in the test's thread
+    made, _TrackedCapture.made = _TrackedCapture.made, []
+    assert len(made) == 1 and made[0].released
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_stream_capture_never_writes_the_process_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """setenv while other threads call C getenv is a data race: capture threads must never
+    write the environment. The URL refuses at once, so the reader connects over and over."""
+    import os
+
+    writes: list[tuple[str, ...]] = []
+    real_putenv, real_unsetenv = os.putenv, os.unsetenv
+    monkeypatch.setattr(os, "putenv", lambda k, v: (writes.append(("set", k, v)), real_putenv(k, v)))
+    monkeypatch.setattr(os, "unsetenv", lambda k: (writes.append(("unset", k)), real_unsetenv(k)))
+    for transport in ["tcp"]:
+        source = StreamSource(
+            f"rtsp://127.0.0.1:{_closed_port()}/none", transport=transport,
+            policy=ReconnectPolicy(backoff_initial_s=0.01, backoff_max_s=0.02, open_timeout_s=1),
+        )
+        source.open()
+        try:
+            deadline = time.monotonic() + 10
+            while source.reconnects < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert source.reconnects >= 3, source.status()
+        finally:
+            source.close()
+    assert writes == []
+
+
+def test_rtsp_transport_is_chosen_once_per_process(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streamer.sources import live
+
+    monkeypatch.delenv(live.CAPTURE_OPTIONS_VAR, raising=False)
+    monkeypatch.setattr(live, "_transport", None)
+    monkeypatch.setattr(live, "_capturing", False)
+    StreamSource("rtsp://127.0.0.1/a", transport="tcp")
+    assert live.CAPTURE_OPTIONS_VAR not in os.environ  # OpenCV's own default is TCP
+    StreamSource("rtsp://127.0.0.1/b", transport="tcp")
+    with pytest.raises(ConfigError, match="RTSP transport 'udp' conflicts with 'tcp'"):
+        StreamSource("rtsp://127.0.0.1/c", transport="udp")
+
+    monkeypatch.setattr(live, "_transport", None)
+    StreamSource("rtsp://127.0.0.1/d", transport="udp")
+    assert os.environ[live.CAPTURE_OPTIONS_VAR] == "rtsp_transport;udp"
+
+    monkeypatch.setattr(live, "_transport", None)
+    monkeypatch.setattr(live, "_capturing", True)  # a capture thread runs: no more writes
+    monkeypatch.delenv(live.CAPTURE_OPTIONS_VAR)
+    with pytest.raises(ConfigError, match="before the first capture"):
+        StreamSource("rtsp://127.0.0.1/e", transport="udp")
+    assert live.CAPTURE_OPTIONS_VAR not in os.environ
+
+    monkeypatch.setattr(live, "_transport", None)
+    monkeypatch.setenv(live.CAPTURE_OPTIONS_VAR, "rtsp_transport;udp|stimeout;100")  # the user's own choice wins
+    StreamSource("rtsp://127.0.0.1/f", transport="tcp")
+    assert os.environ[live.CAPTURE_OPTIONS_VAR] == "rtsp_transport;udp|stimeout;100"
