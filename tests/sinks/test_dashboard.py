@@ -622,10 +622,13 @@ def test_browser_many_odd_cameras_and_resubscribe(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- caps and slow clients
 
-def open_stream(server: DashboardServer, camera: str, timeout: float = 10) -> tuple[http.client.HTTPConnection, int]:
+def open_stream(server: DashboardServer, camera: str, timeout: float = 10) -> tuple[http.client.HTTPResponse, int]:
+    """An open MJPEG response. The response is what holds the socket (the server answers
+    ``Connection: close``, so the connection hands it over): keep it, or the stream closes."""
     conn = http.client.HTTPConnection("127.0.0.1", server.bound_port, timeout=timeout)
     conn.request("GET", f"/stream/{camera}.mjpg")
-    return conn, conn.getresponse().status
+    response = conn.getresponse()
+    return response, response.status
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
