@@ -106,6 +106,12 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     latency = HistogramMetricFamily(
         "streamer_camera_latency_seconds", "Capture-to-output latency of the camera's frames.", labels=cam_l
     )
+    in_view = f.gauge("streamer_tracks_in_view", "Confirmed tracks on the camera's newest frame.", cam_l)
+    crossings = f.counter("streamer_line_crossings", "Tracks that crossed a counting line, per direction and class.",
+                          ["camera", "line", "direction", "class"])
+    zone_objects = f.gauge("streamer_zone_objects", "Tracks inside a zone now, per class.", ["camera", "zone", "class"])
+    zone_entries = f.counter("streamer_zone_entries", "Distinct tracks that entered a zone, per class.",
+                             ["camera", "zone", "class"])
     for name, cam in _mapping(stats.get("cameras")).items():
         cam = _mapping(cam)
         current = cam.get("state")
@@ -122,6 +128,17 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
         hist = _histogram(cam)
         if hist is not None:
             latency.add_metric([name], hist[0], hist[1])
+        in_view.add([name], cam.get("tracks_in_view"))
+        for line, counts in _mapping(cam.get("lines")).items():
+            for label, per_class in _mapping(_mapping(counts).get("classes")).items():
+                for direction in ("in", "out"):
+                    crossings.add([name, line, direction, label], _mapping(per_class).get(direction))
+        for zone, per_class in _mapping(cam.get("zones")).items():
+            for label, n in _mapping(per_class).items():
+                zone_objects.add([name, zone, label], n)
+        for zone, per_class in _mapping(cam.get("zone_entries")).items():
+            for label, n in _mapping(per_class).items():
+                zone_entries.add([name, zone, label], n)
 
     stage_l = ["stage"]
     p50 = f.gauge("streamer_stage_time_p50_seconds", "Median per-item time of the stage (recent items).", stage_l)
