@@ -124,7 +124,7 @@ class AudioCopy:
         tb: Fraction = packet.time_base
         shift = round(self.origin_s / tb)
         end = packet.pts + (packet.duration or 0) - shift
-        if end <= 0 and packet.pts - shift < 0:
+        if end < 0:
             self.dropped += 1
             return
         if self.copied:
