@@ -184,15 +184,22 @@ class VideoSink(Sink):
             container = av.open(str(self.temp_path), "w", format=self.format, options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(f"{self.path}: cannot create the video file: {exc}") from None
-        stream = container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = TIME_BASE
-        stream.codec_context.time_base = TIME_BASE
-        stream.codec_context.thread_count = self.threads
-        if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
-        else:  # NVENC: its own preset scale (p1 fastest .. p7 best) and constant-quality knob
-            stream.options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
+        try:
+            stream = container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.time_base = TIME_BASE
+            stream.codec_context.time_base = TIME_BASE
+            # One thread by default: the model needs the cores, and x264 at a fast preset keeps
+            # up on one (scripts/bench_video.py measures the trade).
+            stream.codec_context.thread_count = self.threads
+            if self.codec == "libx264":
+                stream.options = {"crf": str(self.crf), "preset": self.preset}
+            else:  # NVENC: its own preset scale (p1 fastest .. p7 best) and constant-quality knob
+                stream.options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
+        except (av.FFmpegError, ValueError) as exc:
+            container.close()
+            self.temp_path.unlink(missing_ok=True)
+            raise SinkError(f"{self.path}: cannot set up the {self.codec} stream for {width}x{height}: {exc}") from None
         self._container, self._stream = container, stream
         if self.audio_from is not None:
             self._open_audio(container)
@@ -287,6 +294,7 @@ class VideoSink(Sink):
                 container.close()
             except (av.FFmpegError, OSError):
                 pass
+            self.temp_path.unlink(missing_ok=True)
             raise SinkError(f"{self.path}: cannot finish the video file: {exc}") from None
         finally:
             self._container = self._stream = self._audio = None
