@@ -333,6 +333,32 @@ def test_stopped_early_the_sound_ends_with_the_pictures(clip_with_sound: Path, t
     assert float(audio["duration"]) == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize(
+    ("video_delay", "audio_delay"),
+    [
+        (0.0, 0.5),  # sound starts half a second after the pictures: it still does
+        (0.5, 0.0),  # pictures start late: the sound before the first picture is dropped
+        (0.5, 0.8),  # both late: the file starts with the first picture, the sound 0.3 s later
+    ],
+)
+def test_sound_keeps_its_place(video_delay: float, audio_delay: float, bikes: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "offset.mp4"
+    ffmpeg("-t", "3", "-i", str(bikes), "-itsoffset", str(audio_delay),
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=2",
+           "-map", "0:v", "-map", "1:a", "-vf", f"setpts=PTS+{video_delay}/TB",
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))
+    source_video, source_audio = streams(clip)
+    gap = float(source_audio["start_time"]) - float(source_video["start_time"])
+    assert gap == pytest.approx(audio_delay - video_delay, abs=0.06)  # the clip is what it should be
+    out = tmp_path / "o.mp4"
+    run_file(clip, VideoSink(out, audio_from=clip))
+    video, audio = streams(out)
+    assert float(video["start_time"]) == 0.0
+    assert float(audio["start_time"]) == pytest.approx(max(gap, 0.0), abs=0.03)  # within one AAC packet
+    source_end = float(source_audio["start_time"]) + float(source_audio["duration"]) - float(source_video["start_time"])
+    assert float(audio["start_time"]) + float(audio["duration"]) == pytest.approx(source_end, abs=0.03)
+
+
 def test_variable_frame_rate_keeps_every_timestamp(vfr_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
     run_file(vfr_clip, VideoSink(out))
