@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamer import assets  # noqa: E402
-from streamer.sinks.video import VideoSink  # noqa: E402
-from streamer.types import Frame, Result  # noqa: E402
+from streamer import assets
+from streamer.sinks.video import VideoSink
+from streamer.types import Frame, Result
 
 SIZES = ((640, 272), (1280, 720))
 SETTINGS = (  # (label, preset, threads)

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Collection
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import av.container
@@ -163,6 +164,7 @@ class VideoSink(Sink):
         self._size: tuple[int, int] | None = None
         self._first_s: float | None = None
         self._held: av.VideoFrame | None = None
+        self._held_pts = 0  # output ticks of the held frame
         self._last_gap = 0
         self._durations: dict[int, int] = {}
         self._end = 0  # output ticks: where the last encoded frame ends
@@ -185,7 +187,8 @@ class VideoSink(Sink):
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(f"{self.path}: cannot create the video file: {exc}") from None
         try:
-            stream = container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
+            stream = cast(av.video.stream.VideoStream,
+                          container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001)))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
@@ -239,24 +242,24 @@ class VideoSink(Sink):
             image = even_crop(image)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         pts = round((t - self._first_s) / TIME_BASE)
-        if self._held is not None and pts <= self._held.pts:
-            pts = self._held.pts + 1
+        if self._held is not None and pts <= self._held_pts:
+            pts = self._held_pts + 1
             self.bumped += 1
         frame.pts = pts
         frame.time_base = TIME_BASE
         if self._held is not None:
-            self._last_gap = pts - self._held.pts
-            self._encode(self._held, self._last_gap)
-        self._held = frame
+            self._last_gap = pts - self._held_pts
+            self._encode(self._held, self._held_pts, self._last_gap)
+        self._held, self._held_pts = frame, pts
         if self._audio is not None:
             self._audio.pump(float(pts * TIME_BASE))
 
-    def _encode(self, frame: av.VideoFrame | None, duration: int = 0) -> None:
+    def _encode(self, frame: av.VideoFrame | None, pts: int = 0, duration: int = 0) -> None:
         assert self._stream is not None and self._container is not None
         if frame is not None:
             # Encoders emit packets in decode order, without durations: look them up by pts.
-            self._durations[frame.pts] = duration
-            self._end = frame.pts + duration
+            self._durations[pts] = duration
+            self._end = pts + duration
             self.frames += 1
         for packet in self._stream.encode(frame):
             if packet.pts is not None:
@@ -280,7 +283,7 @@ class VideoSink(Sink):
             return  # no frame arrived: no file
         try:
             if self._held is not None:
-                self._encode(self._held, self._last_gap or round(1 / (self.fps * TIME_BASE)))
+                self._encode(self._held, self._held_pts, self._last_gap or round(1 / (self.fps * TIME_BASE)))
                 self._held = None
             self._encode(None)
             if self._audio is not None:
