@@ -151,6 +151,9 @@ class DetectConfig:
             _check(all(c >= 0 for c in self.classes), f"detect.classes must be class ids >= 0, but got {list(self.classes)}")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     video: str | None = None
@@ -159,9 +162,23 @@ class OutputConfig:
     window: bool = False
     snapshots: str = "snapshots"
     status_interval_s: float = 5.0
+    #: H.264 quality (x264 CRF: 0 lossless .. 51 worst; 23 is x264's default).
+    video_crf: int = 23
+    #: x264 preset: slower presets make smaller files for the same quality at more CPU.
+    video_preset: str = "superfast"
+    #: Encoder threads (0: FFmpeg decides); one leaves the cores to the model.
+    video_threads: int = 1
 
     def __post_init__(self) -> None:
         _check(self.status_interval_s > 0, f"output.status_interval_s must be > 0, but got {self.status_interval_s}")
+        _check(0 <= self.video_crf <= 51, f"output.video_crf must be between 0 and 51, but got {self.video_crf}")
+        _check(self.video_preset in X264_PRESETS,
+               f"output.video_preset must be one of {list(X264_PRESETS)}, but got {self.video_preset!r}")
+        _check(self.video_threads >= 0, f"output.video_threads must be >= 0, but got {self.video_threads}")
+
+    def video_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`streamer.sinks.video.VideoSink` for the encoder."""
+        return {"crf": self.video_crf, "preset": self.video_preset, "threads": self.video_threads}
 
 
 @dataclass(frozen=True)

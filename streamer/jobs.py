@@ -171,7 +171,11 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     model = model_for(cfg)
     batch, workers = inference_plan(model, cfg.model, files=True)
     images = isinstance(source, ImageSource)
-    video = VideoSink(cfg.output.video) if cfg.output.video and not images else None
+    # The input's sound is carried into the annotated file (a file source; None otherwise).
+    audio = source_path(cfg.source)
+    video = (VideoSink(cfg.output.video, audio_from=str(audio) if audio is not None and audio.is_file() else None,
+                       **cfg.output.video_options())
+             if cfg.output.video and not images else None)
     sinks: list[Sink] = []
     if video is not None:
         sinks.append(video)
@@ -323,7 +327,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     model = model_for(cfg)
     batch, workers = inference_plan(model, cfg.model, files=False)
     sinks: list[Sink] = []
-    video = VideoSink(cfg.output.video, fps=None, measure_fps=True) if cfg.output.video else None
+    video = VideoSink(cfg.output.video, fps=None, measure_fps=True, **cfg.output.video_options()) if cfg.output.video else None
     if video is not None:
         sinks.append(video)
     if cfg.output.jsonl:

@@ -106,7 +106,7 @@ class Monitor:
             if cam.jsonl:
                 self.camera_outputs.append(ForSource(JsonlSink(cam.jsonl), name))
             if cam.record:
-                self.camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True), name))
+                self.camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()), name))
         self.hub = None
         self.server = None
         if cfg.dashboard.enabled:

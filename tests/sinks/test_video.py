@@ -282,7 +282,6 @@ def test_annotate_writes_h264_that_starts_with_its_index(annotated: Path, clip_w
     assert frame_times(annotated) == pytest.approx(frame_times(clip_with_sound), abs=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="run_annotate does not pass the input as VideoSink(audio_from=...) yet")
 def test_annotate_keeps_the_sound(annotated: Path) -> None:
     assert [s["codec_type"] for s in streams(annotated)] == ["video", "audio"]
 
