@@ -250,6 +250,22 @@ class TrackStage(Stage):
         self.geometry = geometry or {}
         self.streams: dict[str, _StreamState] = {}
 
+    def open(self) -> None:
+        # The first update loads the Numba kernels from the cache (or compiles them): pay
+        # that here, before the first frame, instead of as a stall in the stream.
+        from streamer.track import Tracker
+
+        warm = Tracker(**self.settings.tracker_settings(None))  # type: ignore[attr-defined]
+        box = np.array([[0, 0, 10, 10]], np.float32)
+        for t in (0.0, 0.04):
+            warm.update(Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32)), t)
+        if any(lines or zones for lines, zones in self.geometry.values()):
+            from streamer.analytics import Analytics
+            from streamer.analytics.geometry import LineSpec, ZoneSpec
+
+            Analytics([LineSpec("warm", (5, 0), (5, 20))], [ZoneSpec("warm", ((0, 0), (20, 0), (20, 20)))]).update(
+                warm.update(Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32)), 0.08), 0.08)
+
     def _stream(self, source_id: str) -> _StreamState:
         state = self.streams.get(source_id)
         if state is None:

@@ -50,3 +50,14 @@ def test_bad_arguments_raise_streamer_errors(kwargs, error, message) -> None:  #
     with pytest.raises(error, match=message):
         for _ in streamer.stream(source, **kwargs):
             pass
+
+
+def test_stream_with_tracking_carries_ids_and_counts() -> None:
+    results = list(streamer.stream("sample:carphone", track=True,
+                                   lines={"middle": [[88, 0], [88, 144]]}, zones={"all": [[0, 0], [176, 0], [176, 144]]}))
+    assert len(results) == 120
+    ids = [r.detections.tracker_id for r in results]
+    assert all(i is not None and i.dtype == np.int64 and len(i) == len(r.detections) for i, r in zip(ids, results))
+    confirmed = np.concatenate(ids)
+    assert (confirmed >= 1).any() and set(confirmed[confirmed >= 0].tolist()) <= set(range(1, 100))
+    assert all(r.analytics is not None and "middle" in r.analytics.lines for r in results)

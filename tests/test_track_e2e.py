@@ -96,3 +96,17 @@ def test_line_count_on_bikes_agrees_with_the_reference_tracks(tmp_path: Path) ->
     # Lines imply tracking; the counts grow monotonically through the file.
     totals = [r["lines"]["gate"]["in"] + r["lines"]["gate"]["out"] for r in records]
     assert totals == sorted(totals)
+
+
+@pytest.mark.slow
+def test_watch_track_on_a_live_replay(tmp_path: Path) -> None:
+    """watch --track: a file replayed in real time drops frames whenever the model is slower
+    than the clip; identities still come from one counter, and the JSONL has them."""
+    jsonl = tmp_path / "live.jsonl"
+    proc = run_cli("watch", "sample:bikes", "--no-window", "--track", "--jsonl", str(jsonl), "--status-interval", "2")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(records) > 20
+    ids = {d["track_id"] for r in records for d in r["detections"] if d["track_id"] is not None}
+    assert ids and sorted(ids) == list(range(1, len(ids) + 1))
+    assert "tracks: " in proc.stdout, proc.stdout
