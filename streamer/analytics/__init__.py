@@ -136,18 +136,20 @@ def _unique_names(specs: Sequence[LineSpec | ZoneSpec], kind: type, where: str) 
 class Analytics:
     """Every line and zone of one stream; ``update`` once per frame, in frame order.
 
-    ``max_age`` (updates) bounds what is remembered about tracks no longer seen; see
+    ``max_age`` (updates) bounds what is remembered about tracks no longer seen;
+    ``zone_grace_s`` is how long a track may go unseen inside a zone before it exits; see
     :mod:`streamer.analytics.lines` and :mod:`streamer.analytics.zones` for the rules.
     """
 
-    def __init__(self, lines: Sequence[LineSpec] = (), zones: Sequence[ZoneSpec] = (), *, max_age: int = 300) -> None:
+    def __init__(self, lines: Sequence[LineSpec] = (), zones: Sequence[ZoneSpec] = (), *, max_age: int = 300,
+                 zone_grace_s: float = 1.0) -> None:
         lines, zones = tuple(lines), tuple(zones)
         _unique_names(lines, LineSpec, "lines")
         _unique_names(zones, ZoneSpec, "zones")
         self.lines = lines
         self.zones = zones
         self._counters = [LineCounter(spec, max_age=max_age) for spec in lines]
-        self._monitors = [ZoneMonitor(spec, max_age=max_age) for spec in zones]
+        self._monitors = [ZoneMonitor(spec, max_age=max_age, grace_s=zone_grace_s) for spec in zones]
 
     def update(self, detections: Detections, t: float) -> FrameAnalytics:
         """Count this frame's tracked ``detections`` (source-frame pixels) seen at time ``t`` seconds.

@@ -4,10 +4,14 @@
 number of times), so self-crossing polygons work too. A point exactly on an edge may fall
 either way; which way is fixed for a given point, so it does not flicker by itself.
 
-**Vanishing tracks exit at once.** A track that is inside on one update and absent from the
-next one's tracked rows (lost by the tracker, or its row now has id -1) exits on that
-update. The tracker already bridges short misses; when it reports the same id again inside
-the zone, that is a new entry and its dwell starts again.
+**Vanishing tracks exit after ``grace_s``.** A track that is inside on one update and absent
+from the next one's tracked rows (lost by the tracker for a few frames, occluded, or its row
+now has id -1) stays inside, and keeps counting in the occupancy, until it has been absent
+for more than ``grace_s`` seconds; it then exits at the time it was last seen. The tracker
+keeps a lost track's id, so a person hidden for half a second behind a car comes back as
+the same stay and its dwell goes on (a loiter alarm is not reset by an occlusion). With
+``grace_s = 0`` a vanishing track exits on the update it vanished. A track seen outside the
+zone exits at once.
 
 **entries_total counts distinct tracks** (by the class a track had when it first entered):
 a track that leaves and comes back, or flickers on an edge, or is briefly lost inside, is
@@ -89,10 +93,11 @@ class ZoneEvent:
 
 
 class _Stay:
-    __slots__ = ("class_id", "entered")
+    __slots__ = ("class_id", "entered", "seen")
 
     def __init__(self, entered: float, class_id: int) -> None:
         self.entered = entered
+        self.seen = entered  # time of the latest update that saw it inside
         self.class_id = class_id  # the track's class on its latest update
 
 
@@ -104,9 +109,12 @@ class ZoneMonitor:
     seconds, and returns that update's ``(entries, exits)``.
     """
 
-    def __init__(self, spec: ZoneSpec, *, max_age: int = 300) -> None:
+    def __init__(self, spec: ZoneSpec, *, max_age: int = 300, grace_s: float = 0.0) -> None:
         if not isinstance(spec, ZoneSpec):
             raise TypeError(f"spec must be a ZoneSpec, but got {type(spec).__name__}")
+        if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not grace_s >= 0:
+            raise ValueError(f"grace_s must be a number of seconds >= 0, but got {grace_s!r}")
+        self.grace_s = float(grace_s)
         if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
             raise ValueError(f"max_age must be an integer >= 1 (updates), but got {max_age!r}")
         self.spec = spec
@@ -135,16 +143,19 @@ class ZoneMonitor:
         entries: list[ZoneEvent] = []
         exits: list[ZoneEvent] = []
         still: set[int] = set()
+        outside: set[int] = set()
         for tid, cls, is_in in zip(ids, classes, inside, strict=True):
             if tid in self._entered:
                 self._entered[tid] = now
                 self._entered.move_to_end(tid)
             if not is_in:
+                outside.add(tid)
                 continue
             still.add(tid)
             stay = self._inside.get(tid)
             if stay is not None:
                 stay.class_id = cls
+                stay.seen = self._t
                 continue
             self._inside[tid] = _Stay(self._t, cls)
             entries.append(ZoneEvent(self.spec.name, tid, cls, self._t))
@@ -152,8 +163,15 @@ class ZoneMonitor:
                 self._entered[tid] = now
                 self._entries_total[cls] = self._entries_total.get(cls, 0) + 1
         for tid in [tid for tid in self._inside if tid not in still]:
-            stay = self._inside.pop(tid)
-            exits.append(ZoneEvent(self.spec.name, tid, stay.class_id, self._t, max(0.0, self._t - stay.entered)))
+            stay = self._inside[tid]
+            if tid in outside:
+                at = self._t
+            elif self._t - stay.seen > self.grace_s or self._t < stay.seen:
+                at = stay.seen if self.grace_s > 0 else self._t  # gone: it left when last seen
+            else:
+                continue  # not seen on this update, within the grace: still inside
+            del self._inside[tid]
+            exits.append(ZoneEvent(self.spec.name, tid, stay.class_id, at, max(0.0, at - stay.entered)))
         self._expire(now)
         return entries, exits
 

@@ -56,7 +56,8 @@ def test_a_stream_of_frames() -> None:
     assert out[1].dwell == {"driveway": {1: 0.5, 3: 0.0}}
     assert out[2].crossings == (Crossing("gate", 1, 2, "out"),)
     assert out[3].crossings == ()
-    assert out[3].exits == (ZoneEvent("driveway", 1, 2, 2.5, 2.5), ZoneEvent("driveway", 3, 0, 2.5, 2.0))
+    # 3 was last seen inside at 1.0 and is unseen for longer than the grace (1 s): it left then.
+    assert out[3].exits == (ZoneEvent("driveway", 1, 2, 2.5, 2.5), ZoneEvent("driveway", 3, 0, 1.0, 0.5))
 
     last = out[-1]
     assert last.t == 2.5
@@ -119,3 +120,18 @@ def test_bad_specs() -> None:
         Analytics(LINES + LINES[:1])
     with pytest.raises(ConfigError, match=r"^zones must hold ZoneSpec values, but got LineSpec$"):
         Analytics((), LINES)  # type: ignore[arg-type]
+
+
+def test_a_track_unseen_for_less_than_the_grace_stays_inside() -> None:
+    """An occlusion (the tracker reports no row for a while, then the same id) keeps the stay
+    and its dwell; past the grace the track exits at the time it was last seen."""
+    analytics = Analytics((), ZONES, zone_grace_s=1.0)
+    inside = [(5, 0, 100, 230)]
+    timeline = [(0.0, inside), (0.4, []), (0.9, []), (1.2, inside), (1.6, []), (2.7, [])]
+    out = [analytics.update(dets(rows), t) for t, rows in timeline]
+    assert [len(f.entries) for f in out] == [1, 0, 0, 0, 0, 0]
+    assert [f.zones["driveway"] for f in out[:5]] == [{0: 1}] * 5
+    assert out[3].dwell == {"driveway": {5: 1.2}}
+    assert out[5].exits == (ZoneEvent("driveway", 5, 0, 1.2, 1.2),)
+    assert out[5].zones == {"driveway": {}}
+    assert analytics.update(dets([(5, 0, 100, 100)]), 3.0).zone_entries == {"driveway": {0: 1}}
