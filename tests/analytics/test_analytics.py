@@ -82,7 +82,7 @@ def test_a_stream_of_frames() -> None:
     record = last.to_record(NAMES)
     assert record["events"] == [
         {"type": "exit", "zone": "driveway", "track_id": 1, "class": "car", "dwell_s": 2.5},
-        {"type": "exit", "zone": "driveway", "track_id": 3, "class": "person", "dwell_s": 2.0},
+        {"type": "exit", "zone": "driveway", "track_id": 3, "class": "person", "dwell_s": 0.5},
     ]
     assert json.loads(json.dumps(record)) == record
     # Earlier snapshots are not changed by later updates.
