@@ -132,8 +132,8 @@ def export_onnx(weights: Path, target: Path, digest: str) -> None:
     """
     import torch
 
-    net = load_network(weights)
     target.parent.mkdir(parents=True, exist_ok=True)
+    net = load_network(weights)
     fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

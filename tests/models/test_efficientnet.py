@@ -206,3 +206,10 @@ def test_missing_weights_file_is_a_model_error(tmp_path: Path) -> None:
     bad.write_bytes(os.urandom(64))
     with pytest.raises(ModelError, match="not a loadable state dict"):
         EfficientNetLite0(bad, backend="torch").open()
+
+
+def test_unwritable_cache_is_a_model_error_naming_the_folder(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(ModelError, match="cannot write the ONNX export cache.*XDG_CACHE_HOME"):
+        EfficientNetLite0(lite0.weights(), cache_dir=blocked / "streamer").open()
