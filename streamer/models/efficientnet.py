@@ -22,6 +22,7 @@ batch-norm input matches the stored running statistics best with 127/128 (varian
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -51,6 +52,7 @@ EXPORT_VERSION = "1"
 BACKENDS = ("onnxruntime", "torch")
 
 
+@functools.cache
 def imagenet_names() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names, index = class id (first WordNet synonym of each synset).
 
