@@ -117,7 +117,15 @@ def startup(root: Path, rounds: int, work: Path, cache_home: Path) -> dict[str, 
     for _ in range(rounds):
         for name, (args, exit_at_first) in cases.items():
             runs[name].append(launch(root, args, work, exit_at_first, env_extra=env))
-    out = {}
+    # Numba says what it did with its cache: a second run must load every kernel, compile none.
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", *cases["annotate yolo11n (10-frame clip)"][0]], capture_output=True,
+        text=True, cwd=work, env=dict(os.environ, PYTHONPATH=str(root), NUMBA_DEBUG_CACHE="1", **env), timeout=300,
+    )
+    debug = proc.stdout + proc.stderr
+    out: dict[str, Any] = {"numba cache (annotate, after a first run)": {
+        "kernels loaded": debug.count("[cache] data loaded"), "kernels compiled": debug.count("[cache] data saved"),
+    }}
     for name, rows in runs.items():
         out[name] = {
             "first_result_s": statistics.median(r["first_result_s"] for r in rows),
@@ -133,11 +141,12 @@ def classifier_figures(rounds: int, cache_home: Path) -> dict[str, Any]:
     import numpy as np
 
     import streamer
+    from streamer import assets
     from streamer.classify import ObjectClassifier
     from streamer.models.efficientnet import EfficientNetLite0
     from streamer.types import Detections
 
-    weights = streamer.assets.model_path("efficientnet-lite0")
+    weights = assets.model_path("efficientnet-lite0")
     threads = min(2, os.cpu_count() or 1)
     models = {
         "onnxruntime": EfficientNetLite0(weights, cache_dir=cache_home / "streamer", threads=threads),
@@ -147,19 +156,19 @@ def classifier_figures(rounds: int, cache_home: Path) -> dict[str, Any]:
         model.ensure_open()
     rng = np.random.default_rng(0)
     per_crop: dict[str, dict[str, float]] = {}
-    for batch in (1, 16):
-        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
-        calls = 20 if batch == 1 else 4
-        times: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(rounds):
+    inputs = {batch: rng.standard_normal((batch, 3, 224, 224)).astype(np.float32) for batch in (1, 16)}
+    times: dict[tuple[str, int], list[float]] = {(name, batch): [] for name in models for batch in inputs}
+    for _ in range(rounds):  # backends and batch sizes interleaved, so a busy moment hits all of them
+        for batch, x in inputs.items():
+            calls = 16 // batch + 1
             for name, model in models.items():
                 model(x)
                 started = time.perf_counter()
                 for _ in range(calls):
                     model(x)
-                times[name].append((time.perf_counter() - started) * 1000 / (calls * batch))
-        for name, values in times.items():
-            per_crop.setdefault(name, {})[f"batch {batch}"] = statistics.median(values)
+                times[name, batch].append((time.perf_counter() - started) * 1000 / (calls * batch))
+    for (name, batch), values in times.items():
+        per_crop.setdefault(name, {})[f"batch {batch}"] = statistics.median(values)
 
     # Secondary classification on real detections: bikes frames, every box classified.
     frames = []
@@ -170,9 +179,10 @@ def classifier_figures(rounds: int, cache_home: Path) -> dict[str, Any]:
     boxes = [len(d) for _, d in frames]
     model = models["onnxruntime"]
     secondary: dict[str, Any] = {}
-    for label, tracked in (("no tracks: every box, every frame", False), ("tracks: once per track", True)):
-        values = []
-        for _ in range(rounds):
+    cases = {"no tracks: every box, every frame": False, "tracks: once per track": True}
+    values: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(rounds):
+        for label, tracked in cases.items():
             oc = ObjectClassifier(model, None, top_k=5, min_box=16)
             started = time.perf_counter()
             for index, (image, det) in enumerate(frames):
@@ -181,8 +191,10 @@ def classifier_figures(rounds: int, cache_home: Path) -> dict[str, Any]:
                 tid = np.arange(len(det), dtype=np.int64) if tracked else None
                 fresh = Detections(det.xyxy, det.confidence, det.class_id, tid)
                 oc.classify(image, fresh, index / 25)
-            values.append((time.perf_counter() - started) * 1000 / len(frames))
-        secondary[label] = {"ms_per_frame": statistics.median(values), "model_calls": oc.calls, "crops": oc.crops}
+            values[label].append((time.perf_counter() - started) * 1000 / len(frames))
+            secondary[label] = {"model_calls": oc.calls, "crops": oc.crops}
+    for label in cases:
+        secondary[label]["ms_per_frame"] = statistics.median(values[label])
     secondary["boxes per frame"] = statistics.mean(boxes)
     return {"ms_per_crop": per_crop, "secondary": secondary, "threads": threads}
 
@@ -200,6 +212,9 @@ def main() -> int:
         report["startup"] = startup(args.root.resolve(), args.rounds, work, cache_home)
         print("start-up, median of", args.rounds, "(seconds from launch):")
         for name, row in report["startup"].items():
+            if "kernels loaded" in row:
+                print(f"  {name}: {row['kernels loaded']} kernels loaded, {row['kernels compiled']} compiled")
+                continue
             print(f"  {name:46s} first result {row['first_result_s']:.2f} s {row['first_result_all_s']}, "
                   f"whole run {row['wall_s']:.2f} s, torch imported: {row['torch_imported']}")
         if not args.no_classifier:

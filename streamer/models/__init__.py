@@ -148,7 +148,7 @@ def _load_builtin_network(
     if backend == "torchscript":
         raise ConfigError(f"{asset.name} is a state dict, not a TorchScript file: use --backend onnxruntime or torch")
     if backend == "auto":
-        # On the CPU ONNX Runtime is 4x faster for this network (see streamer.models.efficientnet).
+        # On the CPU ONNX Runtime is 3.5-8x faster for this network (see streamer.models.efficientnet).
         backend = "onnxruntime" if device == "cpu" and _has_onnxruntime() else "torch"
     if backend == "onnxruntime" and device == "mps":
         raise ConfigError("ONNX Runtime has no MPS device here: use --backend torch or --device cpu")

@@ -6,9 +6,10 @@ network is rebuilt by :mod:`streamer.models.efficientnet_arch` and loaded with
 
 On the CPU it runs on ONNX Runtime: the network is exported once to ONNX and the export is
 cached under the user's cache folder, named by the weights' SHA-256, so later runs neither
-export again nor import PyTorch at all. Measured on the project's 2-core machine, 2 threads,
-median of 3 rounds: ONNX Runtime 11-13 ms per image at batch 1 and 22-35 ms per image at
-batch 16, eager PyTorch 51-53 ms and 160-210 ms.
+export again nor import PyTorch at all. Measured on the project's 2-core machine (shared, so
+figures swing with its load), 2 threads, model only, ms per image at batch 1 / batch 16:
+ONNX Runtime 5.7 / 18.8 in a quiet moment, 19.8 / 19.2 under load; eager PyTorch 21 / 61 and
+99 / 156 in the same runs: ONNX Runtime was 3.5x to 8x faster in every run.
 
 Preprocessing, from the TensorFlow reference that trained these weights
 (tensorflow/tpu ``models/official/efficientnet``: ``lite/efficientnet_lite_builder.py`` and
