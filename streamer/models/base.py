@@ -13,7 +13,6 @@ from streamer.errors import ModelError
 from streamer.types import Letterbox
 
 
-
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the pipeline needs to know about a loaded model.
@@ -66,6 +65,22 @@ class Model(ABC):
     def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> object:
         """Build the model's input batch from uint8 BGR frames (when ``device_preprocess``)."""
         raise NotImplementedError
+
+    def classify_input(self, crops: list[np.ndarray]) -> np.ndarray:
+        """A classifier's input batch from uint8 BGR crops of any size: (B, 3, H, W) float32.
+
+        This default suits classifiers that take the :meth:`__call__` contract's RGB in [0, 1]:
+        each crop is resized to the model's input size. Models trained with other
+        preprocessing (mean/std) override it.
+        """
+        import cv2
+
+        h, w = self.info.imgsz
+        out = np.empty((len(crops), 3, h, w), np.float32)
+        for i, crop in enumerate(crops):
+            resized = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+            out[i] = resized[:, :, ::-1].transpose(2, 0, 1) * np.float32(1 / 255)
+        return out
 
     #: Class names that replace the model's own (``--labels FILE``), applied at open.
     override_names: tuple[str, ...] | None = None

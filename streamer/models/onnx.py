@@ -42,6 +42,8 @@ class OnnxRuntimeModel(Model):
         self._session = None
         self._input_name = ""
         self._output_name = ""
+        #: The file's ``metadata_props`` (after ``open()``).
+        self.metadata: dict[str, str] = {}
 
     def open(self) -> None:
         ort = _import_ort()
@@ -76,6 +78,7 @@ class OnnxRuntimeModel(Model):
         self._input_name = inputs[0].name
         self._output_name = outputs[0].name
         meta = session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
         in_shape = inputs[0].shape
         static_hw = tuple(d if isinstance(d, int) else None for d in in_shape[2:])
         dynamic = None in static_hw

@@ -44,7 +44,8 @@ class ImageFolderSink(Sink):
 
 
 class ConsoleSink(Sink):
-    """``[i/N] name label (p%)`` per image (classification) or ``[i/N] name: 2 person, 1 dog``."""
+    """One line per image, in input order: ``[3/17] cat.jpg tabby (87.20%)`` for a classifier
+    (top-1, two decimals), ``[3/17] street.jpg: 2 person, 1 dog`` for a detector."""
 
     name = "console"
 
@@ -55,12 +56,11 @@ class ConsoleSink(Sink):
 
     def write(self, result: Result) -> None:
         self.count += 1
-        width = len(str(self.total)) if self.total else 1
-        head = f"[{self.count:>{width}}/{self.total}]" if self.total else f"[{self.count}]"
+        head = f"[{self.count}/{self.total}]" if self.total else f"[{self.count}]"
         name = result.frame.source_id
         if result.classes is not None and len(result.classes):
             best = int(result.classes.class_id[0])
-            text = f"{head} {name} {result.label(best)} ({100 * float(result.classes.probability[0]):.1f}%)"
+            text = f"{head} {name} {result.label(best)} ({100 * float(result.classes.probability[0]):.2f}%)"
         elif result.detections is not None:
             counts: dict[str, int] = {}
             for c in result.detections.class_id.tolist():
