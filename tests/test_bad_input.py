@@ -48,7 +48,7 @@ def cases(tmp: Path, bikes: Path) -> list[tuple[list[str], str]]:
         (["annotate", str(truncated)], "truncated.mp4: cannot open as a video (the MP4 index ('moov') is missing"),
         (["annotate", str(tmp / "zero.mp4")], "zero.mp4: file is empty (0 bytes)"),
         (["annotate", str(tmp / "empty_folder")], "empty_folder: folder has no images"),
-        (["annotate", "sample:bikes", "--model", "yolo12x"], "unknown model 'yolo12x', expecting one of ['yolo11n']"),
+        (["annotate", "sample:bikes", "--model", "yolo12x"], "unknown model 'yolo12x', expecting one of ['efficientnet-lite0', 'yolo11n']"),
         (["annotate", "sample:bikes", "--model", str(tmp / "notamodel.onnx")], "notamodel.onnx: not a loadable ONNX model"),
         (["annotate", "sample:bikes", "--model", str(layout)], "fourd.onnx: unsupported output layout: got shape (1, 3, 64, 64)"),
         (["run", str(bad_yaml)], "bad.yaml:2: invalid YAML"),
