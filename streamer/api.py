@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from streamer.config import DetectConfig, TrackConfig
+from streamer.config import ClassifyConfig, DetectConfig, TrackConfig
 from streamer.models import Model, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.postprocess.anchors import AnchorConfig
@@ -13,7 +13,7 @@ from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
 from streamer.sources import Source, make_source
-from streamer.stages import InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
+from streamer.stages import ClassifyStage, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
 from streamer.types import Result
 
 
@@ -38,6 +38,7 @@ def build_pipeline(
     anchors: AnchorConfig | None = None,
     track: TrackConfig | None = None,
     geometry: dict[str | None, tuple[Sequence[Any], Sequence[Any]]] | None = None,
+    classify: ClassifyConfig | None = None,
 ) -> Pipeline:
     """Compose source → preprocess → infer → postprocess → [track] → [render] → [sinks].
 
@@ -63,6 +64,8 @@ def build_pipeline(
     ]
     if track is not None:
         stages.append(TrackStage(track, src, live=src.live, geometry=geometry))
+    if classify is not None:
+        stages.append(ClassifyStage(classify, model, live=src.live))
     if render is None:
         render = any(s.needs_render for s in sinks)
     if render:

@@ -265,6 +265,46 @@ class TrackConfig:
         }
 
 
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """A second model on the detector's boxes (``classify:`` in a pipeline file).
+
+    ``classes``: detector class names (or ids) to classify, all when absent; ``min_box``:
+    boxes whose shorter side is under this many pixels are skipped; ``every_s``: with tracking
+    a track is classified when first confirmed and again only this often (never again when
+    absent).
+    """
+
+    model: str = "efficientnet-lite0"
+    classes: tuple[str, ...] | None = None
+    top_k: int = 1
+    min_box: int = 32
+    every_s: float | None = None
+    backend: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "classify.model must not be empty")
+        _check(self.top_k >= 1, f"classify.top_k must be >= 1, but got {self.top_k}")
+        _check(self.min_box >= 0, f"classify.min_box must be >= 0 pixels, but got {self.min_box}")
+        _check(self.every_s is None or self.every_s > 0, f"classify.every_s must be > 0, but got {self.every_s}")
+
+    def class_ids(self, names: tuple[str, ...]) -> list[int] | None:
+        """The detector class ids of ``classes`` (names or ids), checked against ``names``."""
+        if self.classes is None:
+            return None
+        ids = []
+        for item in self.classes:
+            if item in names:
+                ids.append(names.index(item))
+            elif item.isdigit() and int(item) < max(len(names), 1):
+                ids.append(int(item))
+            else:
+                raise ConfigError(f"classify.classes: unknown class {item!r}, expecting names of the detector's "
+                                  f"classes such as {list(names[:8])}")
+        return ids
+
+
 def _track_section(value: TrackConfig | bool | None) -> TrackConfig | None:
     """``track: true`` -> the defaults; ``false`` -> explicitly off; absent -> None (job decides)."""
     if isinstance(value, bool):
@@ -379,6 +419,8 @@ class PipelineConfig:
     #: ``true``, ``false`` or a mapping of :class:`TrackConfig` settings; absent: off, except
     #: in a monitor with events, lines or zones.
     track: TrackConfig | bool | None = None
+    #: A classifier run on the detected objects (see :class:`ClassifyConfig`).
+    classify: ClassifyConfig | None = None
     #: Counting lines, ``{name: {start: [x, y], end: [x, y]}}``, and zones, ``{name: [[x, y],
     #: ...]}``, in source-frame pixels (``streamer.analytics``); a monitor sets them per camera.
     lines: Any = None

@@ -31,6 +31,7 @@ from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
 from streamer.sources.file import ImageSource
 from streamer.sources.live import CameraSource, LiveSource
+from streamer.stages import ClassifyStage
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=batch, workers=workers, sinks=sinks, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
+        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)}, classify=cfg.classify,
     )
     pipeline.open()
     if video is not None and source.fps:
@@ -255,6 +256,12 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     else:
         lines.append("detections: none")
     lines.extend(tracking_lines(counter))
+    for stage in pipeline.stages:
+        if isinstance(stage, ClassifyStage) and stage.model is not None:
+            crops = sum(c.crops for c in stage.classifiers.values())  # type: ignore[attr-defined]
+            reused = sum(c.reused for c in stage.classifiers.values())  # type: ignore[attr-defined]
+            lines.append(f"classified {crops} objects with {Path(stage.model.info.path).name} in {stage.calls} calls"
+                         + (f" ({reused} more from their track's earlier result)" if reused else ""))
     stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
     overlapping = [f"{s.name} runs {s.workers} at once" for s in pipeline.stages if s.workers > 1]
     lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))
@@ -344,7 +351,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         batch=batch, workers=workers, sinks=sinks, render=window is not None or video is not None,
         render_status=True, extra_status=dropped_line, output=window is not None, queue=queue,
         stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
+        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)}, classify=cfg.classify,
     )
     pipeline.open()
     info = model.info

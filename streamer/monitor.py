@@ -135,6 +135,7 @@ class Monitor:
             batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, workers=workers, sinks=sinks,
             render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
             track=tracking(cfg), geometry={name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names},
+            classify=cfg.classify,
         )
         self.started_at = time.monotonic()
 

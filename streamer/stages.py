@@ -332,6 +332,71 @@ class TrackStage(Stage):
         self.streams.clear()
 
 
+class ClassifyStage(Stage):
+    """Classifies the detected objects with a second model (``classify:``), one call per frame.
+
+    One :class:`~streamer.classify.ObjectClassifier` per source, so each camera's per-track
+    cache is its own. With tracking on (this stage runs after the track stage) an object is
+    classified when its track is confirmed and again only every ``every_s``.
+    """
+
+    name = "classify"
+
+    def __init__(self, settings: object, detector: Model, live: bool) -> None:
+        self.settings = settings  # streamer.config.ClassifyConfig
+        self.detector = detector
+        self.live = live
+        self.model: Model | None = None
+        self.classifiers: dict[str, object] = {}
+        self._class_ids: list[int] | None = None
+
+    def open(self) -> None:
+        from streamer.classify import check_classifier, check_detector
+        from streamer.models import load_model
+
+        s = self.settings
+        check_detector(self.detector, "model.name")
+        model = load_model(s.model, backend=s.backend, device=s.device)  # type: ignore[attr-defined]
+        check_classifier(model, "classify.model")
+        self.model = model
+        self._class_ids = s.class_ids(self.detector.info.names)  # type: ignore[attr-defined]
+        self.classifier("warm-up").classify(  # type: ignore[attr-defined]
+            _DUMMY_FRAME.image, Detections(np.array([[0, 0, 32, 32]], np.float32), np.ones(1, np.float32),
+                                           np.zeros(1, np.int32)), 0.0)
+        self.classifiers.clear()
+
+    def classifier(self, source_id: str) -> object:
+        found = self.classifiers.get(source_id)
+        if found is None:
+            from streamer.classify import ObjectClassifier
+
+            s = self.settings
+            assert self.model is not None
+            found = ObjectClassifier(self.model, self._class_ids, top_k=s.top_k, min_box=s.min_box,  # type: ignore[attr-defined]
+                                     every_s=s.every_s)  # type: ignore[attr-defined]
+            self.classifiers[source_id] = found
+        return found
+
+    @property
+    def calls(self) -> int:
+        """Classifier calls so far, over every source."""
+        return sum(c.calls for c in self.classifiers.values())  # type: ignore[attr-defined]
+
+    def process(self, item: Result) -> Result:
+        if item.detections is None:
+            return item
+        frame = item.frame
+        t = frame.captured_at if self.live else (frame.pts_s if frame.pts_s is not None else float(frame.index))
+        self.classifier(frame.source_id).classify(frame.image, item.detections, t)  # type: ignore[attr-defined]
+        assert self.model is not None
+        item.object_names = self.model.info.names
+        return item
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.ensure_closed()
+
+
 class RenderStage(Stage):
     """Draws detections (and optionally a status overlay) onto the frame.
 
@@ -368,7 +433,7 @@ class RenderStage(Stage):
         if item.trails:
             draw_trails(image, item.trails)
         if item.detections is not None:
-            draw_detections(image, item.detections, item.names)
+            draw_detections(image, item.detections, item.names, item.object_names)
         if item.classes is not None:
             draw_classes(image, item.classes, item.names)
         if self.status:

@@ -163,6 +163,9 @@ class Result:
     #: Line counts and zone occupancy of this frame's source, when lines or zones are set
     #: (``streamer.analytics.FrameAnalytics``).
     analytics: Any = None
+    #: Class names of the classifier run on the detected objects (``classify:``); its
+    #: results are ``detections.data["cls_top_ids"]`` / ``["cls_top_p"]`` (N, k).
+    object_names: tuple[str, ...] = ()
     #: Recent anchor points of each confirmed track on this frame, for drawing trails:
     #: track id -> float32 (K, 2) source pixels, oldest first.
     trails: dict[int, np.ndarray] | None = None

@@ -42,6 +42,15 @@ def result_record(result: Result, now: float | None = None) -> dict[str, Any]:
             {"class_id": c, "label": result.label(c), "confidence": s, "xyxy": box}
             for box, s, c in zip(boxes, scores, det.class_id.tolist(), strict=True)
         ]
+        top_ids = det.data.get("cls_top_ids")
+        if top_ids is not None:
+            # The second model's classes of each object; absent on rows it did not classify.
+            top_p = det.data["cls_top_p"].astype(np.float64).round(5).tolist()
+            names = result.object_names
+            for row, ids, probs in zip(record["detections"], top_ids.tolist(), top_p, strict=True):
+                if ids and ids[0] >= 0:
+                    row["classes"] = [{"label": names[c] if 0 <= c < len(names) else str(c), "probability": p}
+                                      for c, p in zip(ids, probs, strict=True) if c >= 0]
         if det.tracker_id is not None:
             # null: a detection that belongs to no confirmed track (yet).
             for row, track_id in zip(record["detections"], det.tracker_id.tolist(), strict=True):
