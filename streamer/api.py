@@ -65,7 +65,7 @@ def build_pipeline(
     if track is not None:
         stages.append(TrackStage(track, src, live=src.live, geometry=geometry))
     if classify is not None:
-        stages.append(ClassifyStage(classify, model, live=src.live))
+        stages.append(ClassifyStage(classify, model, src, live=src.live))
     if render is None:
         render = any(s.needs_render for s in sinks)
     if render:

@@ -217,6 +217,16 @@ def _nominal_fps(source: object, source_id: str) -> float | None:
     return float(fps) if fps else None
 
 
+def frame_time(frame: Frame, live: bool, fps: float | None) -> float:
+    """A frame's time in seconds for trackers and caches: a live frame's capture time; a
+    file's timestamp (its pts), else its index at the nominal rate."""
+    if live:
+        return frame.captured_at
+    if frame.pts_s is not None:
+        return frame.pts_s
+    return frame.index / (fps or 30.0)
+
+
 class _StreamState:
     """Tracker, counting geometry and trails of one source."""
 
@@ -282,18 +292,11 @@ class TrackStage(Stage):
             self.streams[source_id] = state
         return state
 
-    def timestamp(self, frame: Frame, fps: float | None) -> float:
-        if self.live:
-            return frame.captured_at
-        if frame.pts_s is not None:
-            return frame.pts_s
-        return frame.index / (fps or 30.0)
-
     def process(self, item: Result) -> Result:
         if item.detections is None:
             return item
         state = self._stream(item.frame.source_id)
-        t = self.timestamp(item.frame, getattr(state.tracker, "frame_rate", None))
+        t = frame_time(item.frame, self.live, getattr(state.tracker, "frame_rate", None))
         item.detections = state.tracker.update(item.detections, t)  # type: ignore[attr-defined]
         if state.analytics is not None:
             item.analytics = state.analytics.update(item.detections, t)  # type: ignore[attr-defined]
@@ -342,9 +345,10 @@ class ClassifyStage(Stage):
 
     name = "classify"
 
-    def __init__(self, settings: object, detector: Model, live: bool) -> None:
+    def __init__(self, settings: object, detector: Model, source: object, live: bool) -> None:
         self.settings = settings  # streamer.config.ClassifyConfig
         self.detector = detector
+        self.source = source
         self.live = live
         self.model: Model | None = None
         self.classifiers: dict[str, object] = {}
@@ -386,7 +390,7 @@ class ClassifyStage(Stage):
         if item.detections is None:
             return item
         frame = item.frame
-        t = frame.captured_at if self.live else (frame.pts_s if frame.pts_s is not None else float(frame.index))
+        t = frame_time(frame, self.live, _nominal_fps(self.source, frame.source_id))
         self.classifier(frame.source_id).classify(frame.image, item.detections, t)  # type: ignore[attr-defined]
         assert self.model is not None
         item.object_names = self.model.info.names
