@@ -24,7 +24,12 @@ Sections (ratios are only meaningful within one run on one machine):
   the same inputs (``scripts/bench_track.py``; Ultralytics' side when a Python with it is
   given), and ``annotate --track`` against ``annotate`` on bikes, interleaved in rounds.
 
-``--only track`` (or any section name: model, live, monitor, memory, track) runs just those.
+* video: encode time per frame, H.264 (PyAV) against OpenCV's mp4v;
+* startup: launch to first result for annotate and watch, the Numba cache, the classifier's
+  ms per crop and the cost of classifying detected objects with and without per-track caching.
+
+``--only track`` (or any section name: model, live, monitor, memory, track, video, startup)
+runs just those.
 """
 
 from __future__ import annotations
@@ -572,11 +577,11 @@ def main() -> int:
     parser.add_argument("--no-monitor", action="store_true")
     parser.add_argument("--memory-frames", type=int, default=20_000)
     parser.add_argument("--only", nargs="+", default=None, metavar="SECTION",
-                        choices=["model", "live", "monitor", "memory", "track"],
+                        choices=["model", "live", "monitor", "memory", "track", "video", "startup"],
                         help="run only these sections (model: model only, end to end, naive, Ultralytics, "
                              "postprocess, letterbox, GPU)")
     args = parser.parse_args()
-    sections = set(args.only or ["model", "live", "monitor", "memory", "track"])
+    sections = set(args.only or ["model", "live", "monitor", "memory", "track", "video", "startup"])
     repeat = 10 if args.quick else 40
     report: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -594,6 +599,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             report["tracking"] = bench_tracking(rounds if rounds > 1 else 1, args.ultralytics_python, Path(tmp),
                                                 updates=150 if args.quick else 600)
+    if "video" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["video"] = bench_video(50 if args.quick else 100, 1 if args.quick else 3, Path(tmp))
+    if "startup" in sections:
+        report["startup"] = bench_startup(1 if args.quick else 3)
     if "live" in sections and not args.no_live:
         try:
             report["live"] = bench_live(20.0 if args.quick else 60.0, imgsz=960)
@@ -655,6 +665,39 @@ def bench_tracking(rounds: int, ultralytics_python: str | None, tmp: Path, updat
             "track_over_plain": {"median": round(statistics.median(ratios), 4), "rounds": ratios}}
 
 
+def bench_video(frames: int, rounds: int, tmp: Path) -> dict[str, Any]:
+    """Encode cost per frame: the H.264 default (PyAV, libx264 superfast, one thread) against
+    OpenCV's mp4v, on the same pictures, interleaved; CPU ms is the steadier figure here."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_video
+
+    out: dict[str, Any] = {}
+    for w, h in bench_video.SIZES:
+        images = bench_video.pictures(frames, (w, h))
+        cases = {"h264 superfast (default)": bench_video.encode_sink(images, tmp / "h264.mp4", "superfast", 1),
+                 "mp4v (OpenCV)": bench_video.encode_mp4v(images, tmp / "mp4v.mp4")}
+        got: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
+        for _ in range(rounds):
+            for name, fn in cases.items():
+                got[name].append(bench_video.timed(fn))
+        out[f"{w}x{h}"] = {name: {"wall_ms": round(statistics.median(x for x, _ in v) / frames * 1000, 2),
+                                  "cpu_ms": round(statistics.median(c for _, c in v) / frames * 1000, 2)}
+                           for name, v in got.items()}
+    return out
+
+
+def bench_startup(rounds: int) -> dict[str, Any]:
+    """Launch to first result for annotate and watch (whole processes), the Numba cache on a
+    second run, and the classifier's cost per crop and per frame on detected objects."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_startup as startup
+
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        work, cache_home = Path(tmp), Path(tmp) / "cache"
+        return {"startup": startup.startup(ROOT, rounds, work, cache_home),
+                "classifier": startup.classifier_figures(rounds, cache_home)}
+
+
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(f"machine: {m['processor']}, {m['cpus']} cores, {m['platform']}, Python {m['python']}  ({r['time']})")
@@ -698,6 +741,25 @@ def print_table(r: dict[str, Any]) -> None:
         ratio = t["track_over_plain"]
         print(f"| annotate bikes with --track / without (end to end) | **{ratio['median']}** "
               f"(rounds {ratio['rounds']}; fps {t['annotate_track_fps']} vs {t['annotate_fps']}) |")
+    if "video" in r:
+        for size, cases in r["video"].items():
+            h, m = cases["h264 superfast (default)"], cases["mp4v (OpenCV)"]
+            print(f"| encode {size}, ms per frame (wall / CPU): H.264 superfast vs mp4v | "
+                  f"{h['wall_ms']} / {h['cpu_ms']} vs {m['wall_ms']} / {m['cpu_ms']} |")
+    if "startup" in r:
+        for name, row in r["startup"]["startup"].items():
+            if "kernels loaded" in row:
+                print(f"| {name} | {row['kernels loaded']} kernels loaded, {row['kernels compiled']} compiled |")
+            else:
+                print(f"| launch to first result: {name} | **{row['first_result_s']:.2f} s** (runs {row['first_result_all_s']}; "
+                      f"torch imported: {row['torch_imported']}) |")
+        c = r["startup"]["classifier"]
+        for name, row in c["ms_per_crop"].items():
+            print(f"| EfficientNet-Lite0 ms per crop, {name} | " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()) + " |")
+        for name, row in c["secondary"].items():
+            if isinstance(row, dict):
+                print(f"| classify detected objects, bikes, {name} | {row['ms_per_frame']:.1f} ms per frame, "
+                      f"{row['model_calls']} calls, {row['crops']} crops |")
     if "live" in r:
         lv = r["live"]
         if "error" in lv:
