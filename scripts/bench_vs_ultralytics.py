@@ -262,7 +262,9 @@ def main() -> int:
                     print(f"{p.name}: {e}")
         load_before = os.getloadavg()
         t_start = time.perf_counter()
+        round_load: list[float] = []
         for rnd in range(args.rounds):
+            round_load.append(round(os.getloadavg()[0], 2))
             for p in pairings:
                 if p.error is not None:
                     continue
@@ -283,14 +285,16 @@ def main() -> int:
         total = time.perf_counter() - t_start
         report = {"clip_frames": frames, "clip_made_by": how, "rounds": args.rounds, "streamer": args.streamer,
                   "versions": versions(args.ultralytics_python), "loadavg_before": [round(x, 2) for x in load_before],
-                  "loadavg_after": [round(x, 2) for x in os.getloadavg()], "total_s": round(total, 1),
+                  "loadavg_after": [round(x, 2) for x in os.getloadavg()], "loadavg_each_round": round_load,
+                  "total_s": round(total, 1),
                   "pairings": {p.name: summarize(p, frames) for p in pairings}}
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"\n{frames}-frame clip, {args.rounds} rounds, whole processes (launch to exit); "
-          f"load average before {report['loadavg_before'][0]}, after {report['loadavg_after'][0]}")
+          f"1-min load average at each round's start {round_load}, after {report['loadavg_after'][0]} "
+          f"({os.cpu_count()} CPUs)")
     print(f"{'pairing':10s} {'speed-up median':>16s} {'min-max':>12s} {'streamer fps':>13s} {'Ultralytics fps':>16s}")
     for name, r in report["pairings"].items():
         if "error" in r:
