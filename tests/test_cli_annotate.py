@@ -148,3 +148,15 @@ def test_one_worker_writes_the_same_detections_as_the_default(bikes_run, tmp_pat
         return [(r["frame"], r["detections"]) for r in map(json.loads, path.read_text().splitlines())]
 
     assert boxes(tmp_path / "one.jsonl") == boxes(out / "bikes.jsonl")
+
+
+def test_the_demo_video_plays_in_chromium(bikes_run) -> None:  # type: ignore[no-untyped-def]
+    """What ./scripts/demo writes (the same command on the same clip): H.264 that a browser plays."""
+    from tests.sinks.test_video import browser_state
+
+    proc, out = bikes_run
+    assert proc.returncode == 0, proc.stderr
+    state = browser_state(out / "bikes.mp4")
+    assert "error" not in state, f"Chromium refused the file: MediaError code {state.get('error')}"
+    assert (state["w"], state["h"]) == (640, 272)
+    assert state["duration"] == pytest.approx(10.0, abs=0.05)
