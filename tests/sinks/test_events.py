@@ -224,3 +224,42 @@ def test_keep_events_must_be_positive(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="keep_events must be at least 1, but got 0"):
         EventSink(tmp_path / "e.jsonl", tmp_path / "s", ("person",), keep_events=0)
+
+
+def with_zone(analytics, camera: str, index: int, t: float, rows: list[tuple[int, int, float, float]]) -> Result:  # type: ignore[no-untyped-def]
+    """A tracked frame (class, id, conf, x) with boxes at x, and its zone analytics."""
+    r = tracked(camera, index, t, [(c, tid, conf) for c, tid, conf, _ in rows])
+    assert r.detections is not None
+    r.detections.xyxy = np.array([[x - 5, 10, x + 5, 40] for *_, x in rows], np.float32).reshape(-1, 4)
+    r.analytics = analytics.update(r.detections, t)
+    return r
+
+
+def test_events_zones_reports_only_objects_that_entered_them(tmp_path: Path) -> None:
+    from streamer.analytics import Analytics, parse_zones
+
+    analytics = Analytics((), parse_zones({"porch": [[0, 0], [50, 0], [50, 48], [0, 48]]}))
+    sink = make_sink(tmp_path, min_frames=2, gone_after_s=0.3, zones=("porch",))
+    t0 = time.monotonic()
+    for i in range(4):  # person 1 walks into the porch; person 2 stays on the street
+        sink.write(with_zone(analytics, "front", i, t0 + 0.05 * i, [(0, 1, 0.9, 80 - 15 * i), (0, 2, 0.9, 60)]))
+    sink.close()
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["track_id"], e["zones"]) for e in events] == [(1, ["porch"])]
+    assert "1 objects outside the watched zones not reported" in (sink.summary() or "")
+
+
+def test_loiter_event_once_a_track_has_stayed_long_enough(tmp_path: Path) -> None:
+    from streamer.analytics import Analytics, parse_zones
+
+    analytics = Analytics((), parse_zones({"porch": [[0, 0], [50, 0], [50, 48], [0, 48]]}))
+    sink = make_sink(tmp_path, min_frames=2, gone_after_s=5.0, loiter_s=0.5)
+    t0 = time.monotonic()
+    for i in range(12):  # person 7 stands in the porch for 1.1 s; person 8 passes outside
+        sink.write(with_zone(analytics, "front", i, t0 + 0.1 * i, [(0, 7, 0.9, 20), (0, 8, 0.9, 70)]))
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["type"], e["track_id"], e["zone"]) for e in lines] == [("loiter", 7, "porch")]
+    assert lines[0]["dwell_s"] >= 0.5
+    sink.close()
+    ends = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()][1:]
+    assert sorted((e["type"], e["track_id"]) for e in ends) == [("object", 7), ("object", 8)]
