@@ -41,6 +41,13 @@ DUPLICATE_COST = 0.15  # a tracked and a lost track overlapping with IoU > 0.85 
 # in binary, and a buffer of exactly 30 frames must not expire after 29.9999999 of them.
 _TIME_EPS = 1e-6
 
+# A pipeline slower than the stream (a heavy model on a small CPU) processes a frame every
+# second or more: a buffer of 30 frames at 30 fps would then expire after one missed update
+# and every gap would look like a reconnect. So the buffer is never shorter than this many
+# updates at the pace the tracker is fed (a moving average of the steps).
+MIN_LOST_UPDATES = 3
+_PACE_WEIGHT = 0.25
+
 
 @dataclass(frozen=True, slots=True)
 class Tracks:
@@ -96,7 +103,9 @@ class Tracker:
       set it to the source's fps.
     * ``time_aware``: with a ``timestamp_s`` per update, the Kalman step is ``dt = (t −
       t_prev) · frame_rate`` nominal frames and a lost track is dropped once ``t −
-      t_last_seen > track_buffer / frame_rate``. Without timestamps, or with
+      t_last_seen > track_buffer / frame_rate`` — or, when the tracker is fed more slowly
+      than that allows (a model slower than the stream), after ``MIN_LOST_UPDATES`` updates
+      at the average pace of this stream's updates. Without timestamps, or with
       ``time_aware=False``, every update is one frame, exactly as ByteTrack counts. A
       timestamp earlier than the previous one, or a gap longer than the lost buffer (and
       than one frame), starts the stream afresh: all tracks are dropped (ids keep counting)
@@ -142,7 +151,15 @@ class Tracker:
         """Forget every track and restart ids at 1, as for a new stream."""
         self._next_id = 1
         self._clock = 0.0
+        self._pace: float | None = None  # nominal frames per update, averaged; None before a step
         self._drop_all()
+
+    def _buffer(self) -> float:
+        """How long a lost track is kept, in nominal frames: ``track_buffer``, but never less
+        than ``MIN_LOST_UPDATES`` updates at the pace of this stream's updates."""
+        if not self.time_aware or self.track_buffer == 0 or self._pace is None:
+            return float(self.track_buffer)
+        return max(float(self.track_buffer), MIN_LOST_UPDATES * self._pace)
 
     def _drop_all(self) -> None:
         self._mean = np.empty((0, 8), np.float64)
@@ -175,9 +192,13 @@ class Tracker:
             step = (t - self._t_prev) * self.frame_rate
             # A gap no track could be found again after; one frame is never such a gap, even
             # with track_buffer 0 (lost tracks go at once, followed ones go on).
-            if step < 0.0 or step > max(self.track_buffer, 1) + _TIME_EPS:
+            if self._pace is None and step >= 0.0:
+                self._pace = step  # the first step sets the pace: nothing to compare it with yet
+            elif step < 0.0 or step > max(self._buffer(), 1.0) + _TIME_EPS:
                 self._drop_all()
                 step = 1.0
+            else:
+                self._pace += _PACE_WEIGHT * (step - self._pace)
         self._t_prev = t
         self._clock += step
         return step
@@ -270,7 +291,7 @@ class Tracker:
         removed = np.zeros(m_old, bool)
         removed[unconf[u_unconf]] = True
         # A lost track is kept only for the buffer (checked after matching, as ByteTrack).
-        removed |= ~tracked & (clock - last > self.track_buffer + _TIME_EPS)
+        removed |= ~tracked & (clock - last > self._buffer() + _TIME_EPS)
 
         # New order, as ByteTrack's lists: tracked before (in order), born, found again,
         # then lost before (in order), lost now.

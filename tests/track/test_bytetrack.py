@@ -237,3 +237,42 @@ def test_bad_update_arguments(args: tuple[object, object], message: str) -> None
     with pytest.raises(ConfigError) as info:
         Tracker().update(*args)  # type: ignore[arg-type]
     assert str(info.value) == f"Tracker.update {message}"
+
+
+def _one_box(x: float) -> Detections:
+    return Detections(np.array([[x, 50, x + 40, 130]], np.float32), np.array([0.9], np.float32),
+                      np.zeros(1, np.int32))
+
+
+def test_a_pipeline_slower_than_the_buffer_still_tracks() -> None:
+    """A model at about 1 fps on a 30 fps stream: updates 1.0-1.1 s apart, longer than the
+    30-frame buffer at 30 fps. The object keeps its id, also across one missed update, and a
+    real reconnect gap (far longer than the pace) still starts afresh."""
+    tracker = Tracker(frame_rate=30.0)
+    t, ids = 0.0, []
+    for i in range(12):
+        t += 1.0 + 0.1 * (i % 2)
+        if i == 6:
+            tracker.update(Detections.empty(), t)  # missed on one update
+            continue
+        ids.append(int(tracker.update(_one_box(100 + 2 * i), t).tracker_id[0]))
+    assert set(ids) == {1}, ids
+    out = tracker.update(_one_box(130), t + 60.0)  # a minute without frames: a reconnect
+    assert int(out.tracker_id[0]) == 2
+
+
+def test_at_the_stream_rate_the_buffer_is_track_buffer_frames() -> None:
+    """Fed at the nominal rate, the pace floor changes nothing: a lost track is dropped once
+    more than 30 frames have passed (checked after matching, as ByteTrack does, so a detection
+    31 frames later still finds it), and one 32 frames later gets a new id."""
+    for missed, same in ((30, True), (31, True), (32, False)):
+        tracker = Tracker(frame_rate=25.0)
+        frame = 0
+        for _ in range(5):
+            tracker.update(_one_box(100), frame / 25.0)
+            frame += 1
+        for _ in range(missed - 1):
+            tracker.update(Detections.empty(), frame / 25.0)
+            frame += 1
+        out = tracker.update(_one_box(100), frame / 25.0)
+        assert (int(out.tracker_id[0]) == 1) is same, (missed, out.tracker_id)
