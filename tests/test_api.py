@@ -27,6 +27,7 @@ def test_stream_yields_results_in_order_and_stops_early() -> None:
     assert threading.active_count() <= threads_before
 
 
+@pytest.mark.slow
 def test_stream_whole_clip_detects_the_face_as_person() -> None:
     persons = 0
     frames = 0
@@ -52,6 +53,7 @@ def test_bad_arguments_raise_streamer_errors(kwargs, error, message) -> None:  #
             pass
 
 
+@pytest.mark.slow
 def test_stream_with_tracking_carries_ids_and_counts() -> None:
     results = list(streamer.stream("sample:carphone", track=True,
                                    lines={"middle": [[88, 0], [88, 144]]}, zones={"all": [[0, 0], [176, 0], [176, 144]]}))

@@ -39,6 +39,7 @@ output: {{jsonl: {tmp_path}/out.jsonl, images: {tmp_path}/img}}
     assert "classified 1 objects with efficientnet-lite0" in out, out
 
 
+@pytest.mark.slow
 def test_with_tracking_a_track_is_classified_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """carphone: one face (a person) on 120 frames. Per frame that would be about 120 calls;
     per track it is one call per confirmed track."""

@@ -68,6 +68,7 @@ def test_agrees_with_ultralytics(bikes_run) -> None:  # type: ignore[no-untyped-
     assert f1 >= 0.98, f"F1 {f1:.4f} (TP {tp}, FP {fp}, FN {fn})"
 
 
+@pytest.mark.slow
 def test_square_letterbox_changes_results(tmp_path: Path) -> None:
     """Square padding is available, and the agreement test is sensitive to it."""
     proc = run_cli("annotate", "sample:bikes", "--square", "--no-video", "--no-progress",
@@ -79,6 +80,7 @@ def test_square_letterbox_changes_results(tmp_path: Path) -> None:
     assert f1 < 0.95
 
 
+@pytest.mark.slow
 def test_pipeline_file_with_overrides(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     proc = run_cli(
@@ -125,6 +127,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
     ]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for args, message in _bad_inputs(tmp_path):
         proc = run_cli(*args, "--no-progress", cwd=tmp_path, timeout=60)
@@ -135,6 +138,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert len(error_lines) == 1, (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_one_worker_writes_the_same_detections_as_the_default(bikes_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Two model calls in flight (the CPU default) change nothing in the output: same frames,
     same order, same boxes as one call at a time."""

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") == "1", reason="already running with bounds checks")
+@pytest.mark.slow
 def test_kernels_with_boundscheck(tmp_path: Path) -> None:
     # A separate cache folder: bounds-checked machine code must not mix with the normal cache.
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
