@@ -20,9 +20,9 @@ from streamer.config import ModelConfig, PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
-from streamer.pipeline import Pipeline, QueueConfig
+from streamer.defaults import queue_for
+from streamer.pipeline import Pipeline
 from streamer.progress import Progress, format_duration
-from streamer.queues import Policy
 from streamer.sinks.base import Sink
 from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
@@ -185,9 +185,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = None
-    if cfg.queue.size or cfg.queue.policy:
-        queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
+    queue = queue_for(source.kind, batch=batch, size=cfg.queue.size, policy=cfg.queue.policy)
     pipeline = build_pipeline(
         source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
         batch=batch, workers=workers, sinks=sinks, queue=queue,
@@ -334,7 +332,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
+    queue = queue_for(source.kind, batch=batch, size=cfg.queue.size, policy=cfg.queue.policy)
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
         return [f"dropped {pipeline.dropped + source.dropped}"]

@@ -29,8 +29,8 @@ from streamer.api import build_pipeline
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.jobs import RunSummary, StopOnSignal, inference_plan, model_for, sink_failure_lines
-from streamer.pipeline import Pipeline, QueueConfig
-from streamer.queues import Policy
+from streamer.defaults import queue_for
+from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
 from streamer.sinks.jsonl import JsonlSink
@@ -133,7 +133,7 @@ class Monitor:
         self.pipeline: Pipeline = build_pipeline(
             self.source, self.model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
             batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, workers=workers, sinks=sinks,
-            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
+            render=True, queue=queue_for(self.source.kind, cameras=n, size=cfg.queue.size, policy=cfg.queue.policy), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
             track=tracking(cfg), geometry={name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names},
         )
         self.started_at = time.monotonic()

@@ -26,8 +26,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-
+from streamer.defaults import QueueConfig, queue_for
 from streamer.errors import StageError, StreamerError
 from streamer.queues import END, BoundedQueue, Empty, Policy
 from streamer.sources.base import TIMEOUT, Source
@@ -85,10 +84,7 @@ def source_key(item: Result) -> str:
     return item.frame.source_id
 
 
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    size: int = 4
-    policy: Policy = Policy.BLOCK
+__all__ = ["Pipeline", "QueueConfig", "Stage", "source_key"]
 
 
 class Pipeline:
@@ -112,7 +108,7 @@ class Pipeline:
         self.source = source
         self.stages = list(stages)
         if queue is None:
-            queue = QueueConfig(size=2, policy=Policy.DROP_OLDEST) if source.live else QueueConfig()
+            queue = queue_for(source.kind, cameras=source.streams)
         self.queue_config = queue
         self._put_timeout = put_timeout_s
         self.stage_timeout_s = stage_timeout_s
