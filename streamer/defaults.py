@@ -24,7 +24,7 @@ class QueueConfig:
         if not (isinstance(self.size, int) and self.size >= 1):
             raise ValueError(f"queue size must be an integer >= 1, but got {self.size!r}")
         if not isinstance(self.policy, Policy):
-            raise ValueError(f"queue policy must be one of {[p.value for p in Policy]}, but got {self.policy!r}")
+            raise TypeError(f"queue policy must be one of {[p.value for p in Policy]}, but got {self.policy!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Jobs: a validated pipeline configuration turned into a running pipeline with progress,
-signals and a final summary. The CLI and ``streamer run`` both end up here."""
+signals and a final summary. The CLI and ``streamer run`` both end up here; the pipeline
+itself comes from :func:`streamer.compose.build_from_config`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from streamer.api import build_pipeline
-from streamer.config import ModelConfig, PipelineConfig, tracking
+from streamer.compose import build_from_config, inference_plan, model_for  # noqa: F401 - inference_plan: still importable here
+from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.models import Model, configure, load_model
-from streamer.models.base import default_threads
-from streamer.defaults import queue_for
 from streamer.pipeline import Pipeline
 from streamer.progress import Progress, format_duration
 from streamer.sinks.base import Sink
@@ -135,41 +133,12 @@ def _check_outputs(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
 
 
-def model_for(cfg: PipelineConfig) -> Model:
-    """The model a pipeline file describes, with its task check and labels (not opened yet)."""
-    m = cfg.model
-    model = load_model(m.name, backend=m.backend, device=m.device, threads=m.threads, half=m.half)
-    return configure(model, task=m.task, labels=m.labels)
-
-
-def inference_plan(model: Model, cfg: ModelConfig, files: bool) -> tuple[int, int]:
-    """(batch, workers) for ``model``, and its intra-op threads set to match (before it opens).
-
-    Files on the CPU: two model calls in flight, one thread each, frames taken one at a time.
-    On shared 2-core machines one call spread over two threads loses time whenever either
-    thread is descheduled; two single-thread calls do not wait for each other. Measured with
-    YOLO11n on bikes, model alone, five interleaved rounds: 2 workers x 1 thread 30.9 fps
-    (28.6-31.8), 1 x 2 threads 27.2 fps at batch 1, 27.2 at batch 2, 29.1 at batch 4.
-    On CUDA one worker with batches of 8 keeps the GPU busy. Live sources keep one worker:
-    a frame's latency is one call on all threads. ``model.batch``, ``model.workers`` and
-    ``model.threads`` override all of this.
-    """
-    device = str(getattr(model, "device", "cpu"))
-    on_cpu = device == "cpu"
-    workers = cfg.workers or (2 if files and on_cpu and (os.cpu_count() or 1) >= 2 else 1)
-    batch = cfg.batch or (8 if files and device.startswith("cuda") else 1)
-    if workers > 1 and cfg.threads is None and hasattr(model, "threads"):
-        model.threads = max(1, default_threads() // workers)  # type: ignore[attr-defined]
-    return batch, workers
-
-
 def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
     """Annotate a recorded source: every frame, in order, into the configured outputs."""
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
     model = model_for(cfg)
-    batch, workers = inference_plan(model, cfg.model, files=True)
     images = isinstance(source, ImageSource)
     # The input's sound is carried into the annotated file (a file source; None otherwise).
     audio = source_path(cfg.source)
@@ -185,13 +154,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = queue_for(source.kind, batch=batch, size=cfg.queue.size, policy=cfg.queue.policy)
-    pipeline = build_pipeline(
-        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=batch, workers=workers, sinks=sinks, queue=queue,
-        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
-    )
+    pipeline = build_from_config(cfg, source, model, sinks=sinks)
     pipeline.open()
     if video is not None and source.fps:
         video.fps = source.fps
@@ -323,7 +286,6 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
     model = model_for(cfg)
-    batch, workers = inference_plan(model, cfg.model, files=False)
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True, **cfg.output.video_options()) if cfg.output.video else None
     if video is not None:
@@ -332,18 +294,12 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = queue_for(source.kind, batch=batch, size=cfg.queue.size, policy=cfg.queue.policy)
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
         return [f"dropped {pipeline.dropped + source.dropped}"]
 
-    pipeline = build_pipeline(
-        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=batch, workers=workers, sinks=sinks, render=window is not None or video is not None,
-        render_status=True, extra_status=dropped_line, output=window is not None, queue=queue,
-        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)},
-    )
+    pipeline = build_from_config(cfg, source, model, sinks=sinks, render=window is not None or video is not None,
+                                 render_status=True, extra_status=dropped_line, output=window is not None)
     pipeline.open()
     info = model.info
     err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"

@@ -25,11 +25,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from streamer.api import build_pipeline
+from streamer.compose import build_from_config, model_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, inference_plan, model_for, sink_failure_lines
-from streamer.defaults import queue_for
+from streamer.jobs import RunSummary, StopOnSignal, sink_failure_lines
 from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
@@ -128,14 +127,7 @@ class Monitor:
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
         self.tracking = tracking(cfg) is not None
-        n = len(names)
-        _, workers = inference_plan(self.model, cfg.model, files=False)
-        self.pipeline: Pipeline = build_pipeline(
-            self.source, self.model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-            batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, workers=workers, sinks=sinks,
-            render=True, queue=queue_for(self.source.kind, cameras=n, size=cfg.queue.size, policy=cfg.queue.policy), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-            track=tracking(cfg), geometry={name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names},
-        )
+        self.pipeline: Pipeline = build_from_config(cfg, self.source, self.model, sinks=sinks, render=True)
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ stats
