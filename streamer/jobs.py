@@ -48,11 +48,12 @@ class CountingSink(Sink):
         self.tracks: dict[tuple[str, int], str] = {}
         #: source -> its newest line counts and zone occupancy.
         self.analytics: dict[str, Any] = {}
-        self._names: tuple[str, ...] = ()
+        #: Class names of the model, as the results carry them.
+        self.names: tuple[str, ...] = ()
 
     def write(self, result: Result) -> None:
         self.frames += 1
-        self._names = result.names
+        self.names = result.names
         if result.detections is not None and len(result.detections):
             labels = [result.label(int(c)) for c in result.detections.class_id]
             self.per_class.update(labels)
@@ -154,10 +155,15 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    pipeline = build_from_config(cfg, source, model, sinks=sinks)
+    # One line per image says what it is; a progress bar would only repeat that.
+    console = ConsoleSink(None) if images else None
+    pipeline = build_from_config(cfg, source, model, sinks=[*sinks, console] if console is not None else sinks)
     pipeline.open()
     if video is not None and source.fps:
         video.fps = source.fps
+    if console is not None:
+        console.total = source.total_frames
+        show_progress = False
     info = model.info
     total = source.total_frames
     err.write(
@@ -165,11 +171,6 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         + (f" ({total} frames" + (f", {source.fps:g} fps)" if source.fps else ")") if total else "")
         + f" with {Path(info.path).name} [{info.backend}, {info.device}]\n"
     )
-    if images:
-        # One line per image says what it is; a progress bar would only repeat that.
-        console = ConsoleSink(total)
-        pipeline.stages[-1].sinks.append(console)  # type: ignore[attr-defined]
-        show_progress = False
     progress = Progress(total, stream=err) if show_progress else None
     started = time.monotonic()
     with StopOnSignal(pipeline, err) as stopper:
@@ -191,14 +192,10 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
 
 
 def sink_failure_lines(pipeline: Pipeline, run: RunSummary) -> list[str]:
-    from streamer.stages import SinkStage
-
-    lines: list[str] = []
-    for stage in pipeline.stages:
-        if isinstance(stage, SinkStage):
-            run.sink_failures += sum(stage.failures.values())
-            lines.extend(stage.failure_lines())
-    return lines
+    """The summary lines of the outputs that failed; counts them into ``run.sink_failures``."""
+    stats = pipeline.stats()
+    run.sink_failures += stats.output_failures
+    return list(stats.failure_lines)
 
 
 def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink], run: RunSummary, total: int | None) -> list[str]:
@@ -216,8 +213,9 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     else:
         lines.append("detections: none")
     lines.extend(tracking_lines(counter))
-    stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
-    overlapping = [f"{s.name} runs {s.workers} at once" for s in pipeline.stages if s.workers > 1]
+    stats = pipeline.stats()
+    stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in stats)
+    overlapping = [f"{s.name} runs {s.workers} at once" for s in stats if s.workers > 1]
     lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))
     source_note = pipeline.source.summary()
     if source_note:
@@ -239,7 +237,7 @@ def tracking_lines(counter: CountingSink) -> list[str]:
         lines.append(f"tracks: {len(counter.tracks)} ({parts})")
     many = len(counter.analytics) > 1
     for source, analytics in sorted(counter.analytics.items()):
-        record = analytics.to_record(counter._names)
+        record = analytics.to_record(counter.names)
         for name, c in record["lines"].items():
             classes = ", ".join(f"{label} {n['in']}/{n['out']}" for label, n in c["classes"].items())
             text = f"line {name}: in {c['in']}, out {c['out']}" + (f" (in/out: {classes})" if classes else "")
@@ -257,12 +255,11 @@ def status_line(pipeline: Pipeline) -> str:
     stats = pipeline.stats()
     last = stats[-1]
     lat50, lat95 = pipeline.latency.percentiles()
-    source = pipeline.source
-    status = source.status()
+    status = stats.source
     drops = [(s.name, s.dropped) for s in stats if s.dropped]
     total_drops = sum(n for _, n in drops)
     parts = [
-        f"{source.source_id}: {status.get('state', 'running')}",
+        f"{pipeline.source.source_id}: {status.get('state', 'running')}",
         f"{last.fps:.1f} fps",
         f"latency p50 {lat50:.0f} ms p95 {lat95:.0f} ms",
         f"dropped {total_drops}" + (" (" + ", ".join(f"{n} {c}" for n, c in drops) + ")" if drops else ""),
@@ -302,7 +299,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
                                  render_status=True, extra_status=dropped_line, output=window is not None)
     pipeline.open()
     info = model.info
-    err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"
+    err.write(f"watching {source.describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"
               + (" - keys: q quit, space pause, s snapshot" if window else " - Ctrl+C stops") + "\n")
     err.flush()
     started = time.monotonic()

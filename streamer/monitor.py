@@ -141,15 +141,15 @@ class Monitor:
 
     def stats(self) -> dict[str, Any]:
         """The dashboard's stats (schema in ``streamer.sinks.dashboard``)."""
-        p = self.pipeline
-        infer = next((s for s in p.stages if s.name == "infer"), None)
+        p = self.pipeline.stats()
+        infer = p.stage("infer")
         info = getattr(self.model, "info", None)
         cameras: dict[str, Any] = {}
         for name, camera in self.cameras.items():
             meter = self.camera_stats.meters[name]
             p50, p95 = meter.percentiles()
             status = camera.status()
-            queue_drops = sum(q.dropped_by_key.get(name, 0) for q in p.queues)
+            queue_drops = p.dropped_by_source.get(name, 0)
             cameras[name] = {
                 "state": self.camera_state(name),
                 "fps": round(meter.fps(), 2),
@@ -159,7 +159,7 @@ class Monitor:
                 "dropped": int(camera.dropped + queue_drops),
                 "reconnects": camera.reconnects,
                 "frames": meter.processed,
-                "url": camera._describe(),
+                "url": camera.describe(),
                 "last_error": status.get("last_error"),
                 "size": status.get("size"),
             }
@@ -171,7 +171,7 @@ class Monitor:
         stages = {
             s.name: {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                      "fps": s.fps, "queue_depth": s.queue_depth}
-            for s in p.stats()
+            for s in p
         }
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
@@ -179,8 +179,8 @@ class Monitor:
                 "name": Path(info.path).name if info else self.cfg.model.name,
                 "backend": info.backend if info else self.cfg.model.backend,
                 "device": info.device if info else self.cfg.model.device,
-                "batch_size_mean": round(getattr(infer, "mean_batch", 0.0), 3),
-                "batches": getattr(infer, "batches", 0),
+                "batch_size_mean": round(infer.mean_batch, 3) if infer is not None else 0.0,
+                "batches": infer.batches if infer is not None else 0,
             },
             "cameras": cameras,
             "stages": stages,

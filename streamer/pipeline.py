@@ -21,16 +21,18 @@ Rules the runner keeps:
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+
 from streamer.defaults import QueueConfig, queue_for
 from streamer.errors import StageError, StreamerError
-from streamer.queues import END, BoundedQueue, Empty, Policy
+from streamer.queues import END, BoundedQueue, Empty
 from streamer.sources.base import TIMEOUT, Source
-from streamer.stats import StageMeter, StageStats
+from streamer.stats import PipelineStats, StageMeter
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,14 @@ class Stage(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def failure_count(self) -> int:
+        """Failures of this stage's outputs that did not stop it (a sink stage's sinks)."""
+        return 0
+
+    def failure_lines(self) -> list[str]:
+        """One summary line per output that failed while the stage kept running."""
+        return []
+
 
 def source_key(item: Result) -> str:
     return item.frame.source_id
@@ -113,7 +123,9 @@ class Pipeline:
         self._put_timeout = put_timeout_s
         self.stage_timeout_s = stage_timeout_s
         names = [s.name for s in self.stages]
-        key = source_key if queue.policy is Policy.LATEST_PER_KEY else None
+        # Every queue knows each frame's source: latest_per_key needs it, and the others
+        # count their drops per source with it (a camera's drops in ``stats()``).
+        key = source_key
         self.queues: list[BoundedQueue[Result]] = [
             BoundedQueue(queue.size, queue.policy, name=f"->{n}", key=key) for n in names
         ]
@@ -317,18 +329,32 @@ class Pipeline:
         with self._error_lock:
             return self._errors[0] if self._errors else None
 
-    def stats(self) -> list[StageStats]:
+    def stats(self) -> PipelineStats:
+        """Counters of the source, every stage and every queue; safe from any thread."""
         source_dropped = getattr(self.source, "dropped", 0)
-        source_stats = self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)
-        rows = [source_stats]
-        for meter, q in zip(self.meters, self.queues, strict=True):
-            rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q)))
-        return rows
+        rows = [self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)]
+        for stage, meter, q in zip(self.stages, self.meters, self.queues, strict=True):
+            rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q), workers=max(1, stage.workers)))
+        by_source: collections.Counter[str] = collections.Counter()
+        for q in self._all_queues():
+            by_source.update(q.dropped_by_key)
+        return PipelineStats(
+            stages=tuple(rows),
+            dropped=self.dropped,
+            dropped_by_source=dict(by_source),
+            source_description=self.source.describe(),
+            source=self.source.status(),
+            output_failures=sum(stage.failure_count() for stage in self.stages),
+            failure_lines=tuple(line for stage in self.stages for line in stage.failure_lines()),
+        )
 
     @property
     def dropped(self) -> int:
-        total = sum(q.dropped for q in self.queues)
-        return total + (self.output.dropped if self.output is not None else 0)
+        """Frames evicted from every queue (the source's own drops are the source's)."""
+        return sum(q.dropped for q in self._all_queues())
+
+    def _all_queues(self) -> list[BoundedQueue[Result]]:
+        return [*self.queues, *([self.output] if self.output is not None else [])]
 
     # ---------------------------------------------------------------- internals
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -80,9 +79,6 @@ class InferStage(Stage):
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.workers = workers
-        self.batches = 0
-        self.batched_items = 0
-        self._count_lock = threading.Lock()
 
     def open(self) -> None:
         self.model.ensure_open()
@@ -124,14 +120,7 @@ class InferStage(Stage):
         for i, item in enumerate(items):
             item.raw = raw[i]
             item.input = None  # free the input tensor as soon as it is used
-        with self._count_lock:
-            self.batches += 1
-            self.batched_items += len(items)
         return items
-
-    @property
-    def mean_batch(self) -> float:
-        return self.batched_items / self.batches if self.batches else 0.0
 
     def close(self) -> None:
         self.model.ensure_closed()
@@ -446,6 +435,9 @@ class SinkStage(Stage):
                 self.errors[sink.name] = str(exc)
                 log.error("closing sink '%s' failed: %s", sink.name, exc)
         self._opened.clear()
+
+    def failure_count(self) -> int:
+        return sum(self.failures.values())
 
     def failure_lines(self) -> list[str]:
         lines = []

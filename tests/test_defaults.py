@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from streamer.compose import inference_plan, model_for
 from streamer.config import from_dict
 from streamer.defaults import queue_for, queue_table
-from streamer.compose import inference_plan, model_for
 from streamer.jobs import run_annotate, run_watch
 from streamer.monitor import Monitor
 from streamer.pipeline import Pipeline

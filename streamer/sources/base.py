@@ -44,6 +44,10 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``open`` acquired."""
 
+    def describe(self) -> str:
+        """What the source reads, for logs and stats (a URL with its password masked)."""
+        return self.source_id
+
     def status(self) -> dict[str, object]:
         """Source-specific state for stats (connection state, reconnects...)."""
         return {}
