@@ -84,6 +84,10 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+#: How long a stopped job waits for the frames in flight before it gives up on a stuck stage.
+STOP_GRACE_S = 10.0
+
+
 class StopOnSignal:
     """First SIGINT/SIGTERM: graceful stop (frames in flight are still written).
     Second: exit at once. Installed only in the main thread; restored on exit."""
@@ -92,6 +96,8 @@ class StopOnSignal:
         self.pipeline = pipeline
         self.err = err
         self.signum: int | None = None
+        #: When the first signal arrived (``time.monotonic()``).
+        self.stopped_at: float | None = None
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignal:
@@ -110,6 +116,7 @@ class StopOnSignal:
             self.err.flush()
             os._exit(128 + signum)
         self.signum = signum
+        self.stopped_at = time.monotonic()
         name = signal.Signals(signum).name
         self.err.write(f"\nstreamer: {name} received, finishing the frames in flight (press Ctrl+C again to quit at once)\n")
         self.err.flush()
@@ -173,14 +180,18 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     )
     progress = Progress(total, stream=err) if show_progress else None
     started = time.monotonic()
+    stuck = False
     with StopOnSignal(pipeline, err) as stopper:
         pipeline.start()
         try:
             while not pipeline.join(timeout=0.2):
                 if progress is not None:
                     progress.update(counter.frames)
+                if stopper.stopped_at is not None and time.monotonic() - stopper.stopped_at > STOP_GRACE_S:
+                    stuck = True  # close() gives up on the stuck stage and finalizes the outputs
+                    break
         finally:
-            pipeline.close()
+            pipeline.close(timeout_s=2.0 if stuck else 10.0)
     elapsed = time.monotonic() - started
     if progress is not None:
         progress.finish(counter.frames)
@@ -331,8 +342,9 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
             window.close()
         # Graceful: what was captured and is in flight still reaches the recording and JSONL.
         pipeline.stop()
-        pipeline.join(timeout=10.0)
-        pipeline.close()
+        # A stage still stuck after STOP_GRACE_S is given up on; what can be finalized is.
+        stopped = pipeline.join(timeout=STOP_GRACE_S)
+        pipeline.close(timeout_s=10.0 if stopped else 2.0)
     pipeline.raise_error()
     elapsed = time.monotonic() - started
     summary = RunSummary(counter.frames, elapsed, stopper.signum is not None, signum=stopper.signum)

@@ -28,7 +28,7 @@ import numpy as np
 from streamer.compose import build_from_config, model_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, sink_failure_lines
+from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines
 from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
@@ -214,8 +214,8 @@ class Monitor:
 
     def stop(self) -> None:
         self.pipeline.stop()
-        self.pipeline.join(timeout=10.0)
-        self.pipeline.close()
+        stopped = self.pipeline.join(timeout=STOP_GRACE_S)
+        self.pipeline.close(timeout_s=10.0 if stopped else 2.0)
         if self.server is not None:
             self.server.stop()
         if self.hub is not None:

@@ -81,6 +81,15 @@ class Stage(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """Called from the closing thread when this stage's threads did not end in time.
+
+        Release what can be released safely while a thread of the stage may still be inside
+        ``process`` (a sink stage closes the sinks that are not busy, so their files are
+        finalized). The default does nothing: a model or a decoder must not be freed while a
+        call into it may still be running. ``close()`` may still follow if the thread returns.
+        """
+
     def failure_count(self) -> int:
         """Failures of this stage's outputs that did not stop it (a sink stage's sinks)."""
         return 0
@@ -141,6 +150,7 @@ class Pipeline:
         self._errors: list[StageError] = []
         self._error_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._stage_threads: list[list[threading.Thread]] = []
         self._turns: list[_Turns] = []
         self._watchdog_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -185,11 +195,13 @@ class Pipeline:
         self._threads = [threading.Thread(target=self._run_source, name="streamer-source", daemon=True)]
         self._turns = [_Turns(max(1, stage.workers)) for stage in self.stages]
         for i, stage in enumerate(self.stages):
+            threads = []
             for w in range(max(1, stage.workers)):
                 suffix = f"-{w}" if stage.workers > 1 else ""
-                thread = threading.Thread(target=self._run_stage, args=(i, w), name=f"streamer-{stage.name}{suffix}",
-                                          daemon=True)
-                self._threads.append(thread)
+                threads.append(threading.Thread(target=self._run_stage, args=(i, w), name=f"streamer-{stage.name}{suffix}",
+                                                daemon=True))
+            self._stage_threads.append(threads)
+            self._threads.extend(threads)
         for thread in self._threads:
             thread.start()
         if self.stage_timeout_s:
@@ -304,11 +316,16 @@ class Pipeline:
             raise StopIteration
         return item
 
-    def close(self) -> None:
-        """Abort if still running and release everything; safe to call more than once."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Abort if still running and release everything; safe to call more than once.
+
+        Threads get ``timeout_s`` to end. A stage still stuck after that (a sink or model call
+        that never returns) is left to its daemon thread, and what it holds that can be
+        finalized safely is (``Stage.abandon``: the recording still gets its index).
+        """
         if self._started:
             self.abort()
-            self._finish()
+            self._finish(timeout_s)
         else:
             self._close_all()
 
@@ -358,16 +375,28 @@ class Pipeline:
 
     # ---------------------------------------------------------------- internals
 
-    def _finish(self) -> None:
-        if not self.join(timeout=10.0):
+    def _finish(self, timeout_s: float = 10.0) -> None:
+        if not self.join(timeout=timeout_s):
             stuck = [t.name for t in self._threads if t.is_alive()]
-            log.warning("threads still running after 10 s: %s", ", ".join(stuck))
+            log.warning("threads still running after %g s: %s", timeout_s, ", ".join(stuck))
             self.abort()
-            self.join(timeout=2.0)
+            if not self.join(timeout=min(2.0, timeout_s)):
+                self._abandon_stuck()
         self._watch_stop.set()
         if self._watchdog_thread is not None:
             self._watchdog_thread.join(timeout=1.0)
         self._finished.set()
+
+    def _abandon_stuck(self) -> None:
+        """Give up on the stages whose threads are still running; finalize what they allow."""
+        for stage, threads in zip(self.stages, self._stage_threads, strict=True):
+            if not any(t.is_alive() for t in threads):
+                continue
+            log.error("stage '%s' did not stop; leaving its thread and finalizing what it holds", stage.name)
+            try:
+                stage.abandon()
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on
+                log.warning("abandoning stage '%s' failed: %s", stage.name, exc)
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         error = exc if isinstance(exc, StageError) else StageError(stage, exc)
