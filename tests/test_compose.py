@@ -12,6 +12,8 @@ from streamer.compose import build_from_config, inference_plan
 from streamer.config import from_dict
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sources import make_source
+from streamer.sources.base import Source
+from streamer.sources.live import LiveSource
 from streamer.sources.multi import MultiSource
 from streamer.stages import InferStage, RenderStage, TrackStage
 from tests.fakes import DelayModel
@@ -30,9 +32,11 @@ def test_only_compose_and_stream_call_build_pipeline() -> None:
     assert calls == {"api.py", "compose.py"}
 
 
-def _source(data: dict[str, Any]) -> Any:
+def _source(data: dict[str, Any]) -> Source:
     if "cameras" in data:
-        return MultiSource({n: make_source(c["url"], source_id=n, realtime=True) for n, c in data["cameras"].items()})
+        cameras = {n: make_source(c["url"], source_id=n, realtime=True) for n, c in data["cameras"].items()}
+        assert all(isinstance(c, LiveSource) for c in cameras.values())
+        return MultiSource(cameras)  # type: ignore[arg-type]
     return make_source(data["source"], realtime=data["source"].startswith("synthetic"))
 
 
@@ -67,7 +71,7 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
         assert track is not None and sorted(track.geometry, key=str) == geometry
         assert render is None or render.geometry == track.geometry
         lines = track.geometry[geometry[0]][0]
-        assert [line.name for line in lines] == ["door"]
+        assert [getattr(line, "name", None) for line in lines] == ["door"]
 
 
 def test_the_job_adds_its_own_parts(tmp_path: Path) -> None:
