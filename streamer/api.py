@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from streamer.config import ClassifyConfig, DetectConfig, TrackConfig
+from streamer.defaults import queue_for
 from streamer.models import Model, load_model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.postprocess.anchors import AnchorConfig
-from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
 from streamer.sources import Source, make_source
@@ -42,7 +42,8 @@ def build_pipeline(
 ) -> Pipeline:
     """Compose source → preprocess → infer → postprocess → [track] → [render] → [sinks].
 
-    ``render=None`` renders only when a sink needs the drawn picture. ``track`` turns on
+    ``queue=None`` takes the queues from :data:`streamer.defaults.QUEUES` for the source's
+    kind. ``render=None`` renders only when a sink needs the drawn picture. ``track`` turns on
     tracking, and ``geometry`` maps a source id (None: every source) to its counting lines and
     zones. Nothing is opened until the pipeline starts (or ``Pipeline.open()`` is called).
     """
@@ -73,9 +74,7 @@ def build_pipeline(
     if sinks:
         stages.append(SinkStage(sinks))
     if queue is None:
-        # Files: nothing may be lost, and a few frames of slack keep every stage busy.
-        # Live: one slot per edge, newest wins, so latency cannot build up anywhere.
-        queue = QueueConfig(size=max(4, 2 * batch), policy=Policy.BLOCK) if not src.live else QueueConfig(1, Policy.DROP_OLDEST)
+        queue = queue_for(src.kind, batch=batch, cameras=src.streams)
     return Pipeline(src, stages, queue=queue, output=output, stage_timeout_s=stage_timeout_s)
 
 

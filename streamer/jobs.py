@@ -1,5 +1,6 @@
 """Jobs: a validated pipeline configuration turned into a running pipeline with progress,
-signals and a final summary. The CLI and ``streamer run`` both end up here."""
+signals and a final summary. The CLI and ``streamer run`` both end up here; the pipeline
+itself comes from :func:`streamer.compose.build_from_config`."""
 
 from __future__ import annotations
 
@@ -15,14 +16,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from streamer.api import build_pipeline
-from streamer.config import ModelConfig, PipelineConfig, tracking
+from streamer.compose import build_from_config, inference_plan, model_for  # noqa: F401 - inference_plan: still importable here
+from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
-from streamer.models import Model, configure, load_model
-from streamer.models.base import default_threads
-from streamer.pipeline import Pipeline, QueueConfig
+from streamer.pipeline import Pipeline
 from streamer.progress import Progress, format_duration
-from streamer.queues import Policy
 from streamer.sinks.base import Sink
 from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
@@ -51,11 +49,12 @@ class CountingSink(Sink):
         self.tracks: dict[tuple[str, int], str] = {}
         #: source -> its newest line counts and zone occupancy.
         self.analytics: dict[str, Any] = {}
-        self._names: tuple[str, ...] = ()
+        #: Class names of the model, as the results carry them.
+        self.names: tuple[str, ...] = ()
 
     def write(self, result: Result) -> None:
         self.frames += 1
-        self._names = result.names
+        self.names = result.names
         if result.detections is not None and len(result.detections):
             labels = [result.label(int(c)) for c in result.detections.class_id]
             self.per_class.update(labels)
@@ -86,6 +85,10 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+#: How long a stopped job waits for the frames in flight before it gives up on a stuck stage.
+STOP_GRACE_S = 10.0
+
+
 class StopOnSignal:
     """First SIGINT/SIGTERM: graceful stop (frames in flight are still written).
     Second: exit at once. Installed only in the main thread; restored on exit."""
@@ -94,6 +97,8 @@ class StopOnSignal:
         self.pipeline = pipeline
         self.err = err
         self.signum: int | None = None
+        #: When the first signal arrived (``time.monotonic()``).
+        self.stopped_at: float | None = None
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignal:
@@ -112,6 +117,7 @@ class StopOnSignal:
             self.err.flush()
             os._exit(128 + signum)
         self.signum = signum
+        self.stopped_at = time.monotonic()
         name = signal.Signals(signum).name
         self.err.write(f"\nstreamer: {name} received, finishing the frames in flight (press Ctrl+C again to quit at once)\n")
         self.err.flush()
@@ -136,41 +142,12 @@ def _check_outputs(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
 
 
-def model_for(cfg: PipelineConfig) -> Model:
-    """The model a pipeline file describes, with its task check and labels (not opened yet)."""
-    m = cfg.model
-    model = load_model(m.name, backend=m.backend, device=m.device, threads=m.threads, half=m.half)
-    return configure(model, task=m.task, labels=m.labels)
-
-
-def inference_plan(model: Model, cfg: ModelConfig, files: bool) -> tuple[int, int]:
-    """(batch, workers) for ``model``, and its intra-op threads set to match (before it opens).
-
-    Files on the CPU: two model calls in flight, one thread each, frames taken one at a time.
-    On shared 2-core machines one call spread over two threads loses time whenever either
-    thread is descheduled; two single-thread calls do not wait for each other. Measured with
-    YOLO11n on bikes, model alone, five interleaved rounds: 2 workers x 1 thread 30.9 fps
-    (28.6-31.8), 1 x 2 threads 27.2 fps at batch 1, 27.2 at batch 2, 29.1 at batch 4.
-    On CUDA one worker with batches of 8 keeps the GPU busy. Live sources keep one worker:
-    a frame's latency is one call on all threads. ``model.batch``, ``model.workers`` and
-    ``model.threads`` override all of this.
-    """
-    device = str(getattr(model, "device", "cpu"))
-    on_cpu = device == "cpu"
-    workers = cfg.workers or (2 if files and on_cpu and (os.cpu_count() or 1) >= 2 else 1)
-    batch = cfg.batch or (8 if files and device.startswith("cuda") else 1)
-    if workers > 1 and cfg.threads is None and hasattr(model, "threads"):
-        model.threads = max(1, default_threads() // workers)  # type: ignore[attr-defined]
-    return batch, workers
-
-
 def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
     """Annotate a recorded source: every frame, in order, into the configured outputs."""
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
     model = model_for(cfg)
-    batch, workers = inference_plan(model, cfg.model, files=True)
     images = isinstance(source, ImageSource)
     # The input's sound is carried into the annotated file (a file source; None otherwise).
     audio = source_path(cfg.source)
@@ -186,18 +163,15 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = None
-    if cfg.queue.size or cfg.queue.policy:
-        queue = QueueConfig(size=cfg.queue.size or 4, policy=Policy.parse(cfg.queue.policy or "block"))
-    pipeline = build_pipeline(
-        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=batch, workers=workers, sinks=sinks, queue=queue,
-        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)}, classify=cfg.classify,
-    )
+    # One line per image says what it is; a progress bar would only repeat that.
+    console = ConsoleSink(None) if images else None
+    pipeline = build_from_config(cfg, source, model, sinks=[*sinks, console] if console is not None else sinks)
     pipeline.open()
     if video is not None and source.fps:
         video.fps = source.fps
+    if console is not None:
+        console.total = source.total_frames
+        show_progress = False
     info = model.info
     total = source.total_frames
     err.write(
@@ -205,21 +179,20 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         + (f" ({total} frames" + (f", {source.fps:g} fps)" if source.fps else ")") if total else "")
         + f" with {Path(info.path).name} [{info.backend}, {info.device}]\n"
     )
-    if images:
-        # One line per image says what it is; a progress bar would only repeat that.
-        console = ConsoleSink(total)
-        pipeline.stages[-1].sinks.append(console)  # type: ignore[attr-defined]
-        show_progress = False
     progress = Progress(total, stream=err) if show_progress else None
     started = time.monotonic()
+    stuck = False
     with StopOnSignal(pipeline, err) as stopper:
         pipeline.start()
         try:
             while not pipeline.join(timeout=0.2):
                 if progress is not None:
                     progress.update(counter.frames)
+                if stopper.stopped_at is not None and time.monotonic() - stopper.stopped_at > STOP_GRACE_S:
+                    stuck = True  # close() gives up on the stuck stage and finalizes the outputs
+                    break
         finally:
-            pipeline.close()
+            pipeline.close(timeout_s=2.0 if stuck else 10.0)
     elapsed = time.monotonic() - started
     if progress is not None:
         progress.finish(counter.frames)
@@ -231,14 +204,10 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
 
 
 def sink_failure_lines(pipeline: Pipeline, run: RunSummary) -> list[str]:
-    from streamer.stages import SinkStage
-
-    lines: list[str] = []
-    for stage in pipeline.stages:
-        if isinstance(stage, SinkStage):
-            run.sink_failures += sum(stage.failures.values())
-            lines.extend(stage.failure_lines())
-    return lines
+    """The summary lines of the outputs that failed; counts them into ``run.sink_failures``."""
+    stats = pipeline.stats()
+    run.sink_failures += stats.output_failures
+    return list(stats.failure_lines)
 
 
 def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink], run: RunSummary, total: int | None) -> list[str]:
@@ -262,8 +231,9 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
             reused = sum(c.reused for c in stage.classifiers.values())  # type: ignore[attr-defined]
             lines.append(f"classified {crops} objects with {Path(stage.model.info.path).name} in {stage.calls} calls"
                          + (f" ({reused} more from their track's earlier result)" if reused else ""))
-    stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in pipeline.stats())
-    overlapping = [f"{s.name} runs {s.workers} at once" for s in pipeline.stages if s.workers > 1]
+    stats = pipeline.stats()
+    stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in stats)
+    overlapping = [f"{s.name} runs {s.workers} at once" for s in stats if s.workers > 1]
     lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))
     source_note = pipeline.source.summary()
     if source_note:
@@ -285,7 +255,7 @@ def tracking_lines(counter: CountingSink) -> list[str]:
         lines.append(f"tracks: {len(counter.tracks)} ({parts})")
     many = len(counter.analytics) > 1
     for source, analytics in sorted(counter.analytics.items()):
-        record = analytics.to_record(counter._names)
+        record = analytics.to_record(counter.names)
         for name, c in record["lines"].items():
             classes = ", ".join(f"{label} {n['in']}/{n['out']}" for label, n in c["classes"].items())
             text = f"line {name}: in {c['in']}, out {c['out']}" + (f" (in/out: {classes})" if classes else "")
@@ -303,12 +273,11 @@ def status_line(pipeline: Pipeline) -> str:
     stats = pipeline.stats()
     last = stats[-1]
     lat50, lat95 = pipeline.latency.percentiles()
-    source = pipeline.source
-    status = source.status()
+    status = stats.source
     drops = [(s.name, s.dropped) for s in stats if s.dropped]
     total_drops = sum(n for _, n in drops)
     parts = [
-        f"{source.source_id}: {status.get('state', 'running')}",
+        f"{pipeline.source.source_id}: {status.get('state', 'running')}",
         f"{last.fps:.1f} fps",
         f"latency p50 {lat50:.0f} ms p95 {lat95:.0f} ms",
         f"dropped {total_drops}" + (" (" + ", ".join(f"{n} {c}" for n, c in drops) + ")" if drops else ""),
@@ -332,7 +301,6 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
     model = model_for(cfg)
-    batch, workers = inference_plan(model, cfg.model, files=False)
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True, **cfg.output.video_options()) if cfg.output.video else None
     if video is not None:
@@ -341,21 +309,15 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    queue = QueueConfig(size=cfg.queue.size or 1, policy=Policy.parse(cfg.queue.policy or "drop_oldest"))
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
         return [f"dropped {pipeline.dropped + source.dropped}"]
 
-    pipeline = build_pipeline(
-        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=batch, workers=workers, sinks=sinks, render=window is not None or video is not None,
-        render_status=True, extra_status=dropped_line, output=window is not None, queue=queue,
-        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry={None: (cfg.lines, cfg.zones)}, classify=cfg.classify,
-    )
+    pipeline = build_from_config(cfg, source, model, sinks=sinks, render=window is not None or video is not None,
+                                 render_status=True, extra_status=dropped_line, output=window is not None)
     pipeline.open()
     info = model.info
-    err.write(f"watching {source._describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"
+    err.write(f"watching {source.describe()} with {Path(info.path).name} [{info.backend}, {info.device}]"
               + (" - keys: q quit, space pause, s snapshot" if window else " - Ctrl+C stops") + "\n")
     err.flush()
     started = time.monotonic()
@@ -387,8 +349,9 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
             window.close()
         # Graceful: what was captured and is in flight still reaches the recording and JSONL.
         pipeline.stop()
-        pipeline.join(timeout=10.0)
-        pipeline.close()
+        # A stage still stuck after STOP_GRACE_S is given up on; what can be finalized is.
+        stopped = pipeline.join(timeout=STOP_GRACE_S)
+        pipeline.close(timeout_s=10.0 if stopped else 2.0)
     pipeline.raise_error()
     elapsed = time.monotonic() - started
     summary = RunSummary(counter.frames, elapsed, stopper.signum is not None, signum=stopper.signum)

@@ -25,12 +25,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from streamer.api import build_pipeline
+from streamer.compose import build_from_config, model_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
-from streamer.jobs import RunSummary, StopOnSignal, inference_plan, model_for, sink_failure_lines
-from streamer.pipeline import Pipeline, QueueConfig
-from streamer.queues import Policy
+from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines
+from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
 from streamer.sinks.jsonl import JsonlSink
@@ -128,15 +127,7 @@ class Monitor:
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
         self.tracking = tracking(cfg) is not None
-        n = len(names)
-        _, workers = inference_plan(self.model, cfg.model, files=False)
-        self.pipeline: Pipeline = build_pipeline(
-            self.source, self.model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-            batch=cfg.model.batch or n, batch_timeout_s=cfg.model.batch_timeout_ms / 1000.0, workers=workers, sinks=sinks,
-            render=True, queue=QueueConfig(size=n, policy=Policy.LATEST_PER_KEY), stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-            track=tracking(cfg), geometry={name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names},
-            classify=cfg.classify,
-        )
+        self.pipeline: Pipeline = build_from_config(cfg, self.source, self.model, sinks=sinks, render=True)
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ stats
@@ -150,15 +141,15 @@ class Monitor:
 
     def stats(self) -> dict[str, Any]:
         """The dashboard's stats (schema in ``streamer.sinks.dashboard``)."""
-        p = self.pipeline
-        infer = next((s for s in p.stages if s.name == "infer"), None)
+        p = self.pipeline.stats()
+        infer = p.stage("infer")
         info = getattr(self.model, "info", None)
         cameras: dict[str, Any] = {}
         for name, camera in self.cameras.items():
             meter = self.camera_stats.meters[name]
             p50, p95 = meter.percentiles()
             status = camera.status()
-            queue_drops = sum(q.dropped_by_key.get(name, 0) for q in p.queues)
+            queue_drops = p.dropped_by_source.get(name, 0)
             cameras[name] = {
                 "state": self.camera_state(name),
                 "fps": round(meter.fps(), 2),
@@ -168,7 +159,7 @@ class Monitor:
                 "dropped": int(camera.dropped + queue_drops),
                 "reconnects": camera.reconnects,
                 "frames": meter.processed,
-                "url": camera._describe(),
+                "url": camera.describe(),
                 "last_error": status.get("last_error"),
                 "size": status.get("size"),
             }
@@ -180,7 +171,7 @@ class Monitor:
         stages = {
             s.name: {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                      "fps": s.fps, "queue_depth": s.queue_depth}
-            for s in p.stats()
+            for s in p
         }
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
@@ -188,8 +179,8 @@ class Monitor:
                 "name": Path(info.path).name if info else self.cfg.model.name,
                 "backend": info.backend if info else self.cfg.model.backend,
                 "device": info.device if info else self.cfg.model.device,
-                "batch_size_mean": round(getattr(infer, "mean_batch", 0.0), 3),
-                "batches": getattr(infer, "batches", 0),
+                "batch_size_mean": round(infer.mean_batch, 3) if infer is not None else 0.0,
+                "batches": infer.batches if infer is not None else 0,
             },
             "cameras": cameras,
             "stages": stages,
@@ -223,8 +214,8 @@ class Monitor:
 
     def stop(self) -> None:
         self.pipeline.stop()
-        self.pipeline.join(timeout=10.0)
-        self.pipeline.close()
+        stopped = self.pipeline.join(timeout=STOP_GRACE_S)
+        self.pipeline.close(timeout_s=10.0 if stopped else 2.0)
         if self.server is not None:
             self.server.stop()
         if self.hub is not None:

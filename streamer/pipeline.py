@@ -21,17 +21,18 @@ Rules the runner keeps:
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
+from streamer.defaults import QueueConfig, queue_for
 from streamer.errors import StageError, StreamerError
-from streamer.queues import END, BoundedQueue, Empty, Policy
+from streamer.queues import END, BoundedQueue, Empty
 from streamer.sources.base import TIMEOUT, Source
-from streamer.stats import StageMeter, StageStats
+from streamer.stats import PipelineStats, StageMeter
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,29 @@ class Stage(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """Called from the closing thread when this stage's threads did not end in time.
+
+        Release what can be released safely while a thread of the stage may still be inside
+        ``process`` (a sink stage closes the sinks that are not busy, so their files are
+        finalized). The default does nothing: a model or a decoder must not be freed while a
+        call into it may still be running. ``close()`` may still follow if the thread returns.
+        """
+
+    def failure_count(self) -> int:
+        """Failures of this stage's outputs that did not stop it (a sink stage's sinks)."""
+        return 0
+
+    def failure_lines(self) -> list[str]:
+        """One summary line per output that failed while the stage kept running."""
+        return []
+
 
 def source_key(item: Result) -> str:
     return item.frame.source_id
 
 
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    size: int = 4
-    policy: Policy = Policy.BLOCK
+__all__ = ["Pipeline", "QueueConfig", "Stage", "source_key"]
 
 
 class Pipeline:
@@ -112,12 +127,14 @@ class Pipeline:
         self.source = source
         self.stages = list(stages)
         if queue is None:
-            queue = QueueConfig(size=2, policy=Policy.DROP_OLDEST) if source.live else QueueConfig()
+            queue = queue_for(source.kind, cameras=source.streams)
         self.queue_config = queue
         self._put_timeout = put_timeout_s
         self.stage_timeout_s = stage_timeout_s
         names = [s.name for s in self.stages]
-        key = source_key if queue.policy is Policy.LATEST_PER_KEY else None
+        # Every queue knows each frame's source: latest_per_key needs it, and the others
+        # count their drops per source with it (a camera's drops in ``stats()``).
+        key = source_key
         self.queues: list[BoundedQueue[Result]] = [
             BoundedQueue(queue.size, queue.policy, name=f"->{n}", key=key) for n in names
         ]
@@ -133,6 +150,7 @@ class Pipeline:
         self._errors: list[StageError] = []
         self._error_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._stage_threads: list[list[threading.Thread]] = []
         self._turns: list[_Turns] = []
         self._watchdog_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -177,11 +195,13 @@ class Pipeline:
         self._threads = [threading.Thread(target=self._run_source, name="streamer-source", daemon=True)]
         self._turns = [_Turns(max(1, stage.workers)) for stage in self.stages]
         for i, stage in enumerate(self.stages):
+            threads = []
             for w in range(max(1, stage.workers)):
                 suffix = f"-{w}" if stage.workers > 1 else ""
-                thread = threading.Thread(target=self._run_stage, args=(i, w), name=f"streamer-{stage.name}{suffix}",
-                                          daemon=True)
-                self._threads.append(thread)
+                threads.append(threading.Thread(target=self._run_stage, args=(i, w), name=f"streamer-{stage.name}{suffix}",
+                                                daemon=True))
+            self._stage_threads.append(threads)
+            self._threads.extend(threads)
         for thread in self._threads:
             thread.start()
         if self.stage_timeout_s:
@@ -296,11 +316,16 @@ class Pipeline:
             raise StopIteration
         return item
 
-    def close(self) -> None:
-        """Abort if still running and release everything; safe to call more than once."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Abort if still running and release everything; safe to call more than once.
+
+        Threads get ``timeout_s`` to end. A stage still stuck after that (a sink or model call
+        that never returns) is left to its daemon thread, and what it holds that can be
+        finalized safely is (``Stage.abandon``: the recording still gets its index).
+        """
         if self._started:
             self.abort()
-            self._finish()
+            self._finish(timeout_s)
         else:
             self._close_all()
 
@@ -321,31 +346,57 @@ class Pipeline:
         with self._error_lock:
             return self._errors[0] if self._errors else None
 
-    def stats(self) -> list[StageStats]:
+    def stats(self) -> PipelineStats:
+        """Counters of the source, every stage and every queue; safe from any thread."""
         source_dropped = getattr(self.source, "dropped", 0)
-        source_stats = self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)
-        rows = [source_stats]
-        for meter, q in zip(self.meters, self.queues, strict=True):
-            rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q)))
-        return rows
+        rows = [self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)]
+        for stage, meter, q in zip(self.stages, self.meters, self.queues, strict=True):
+            rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q), workers=max(1, stage.workers)))
+        by_source: collections.Counter[str] = collections.Counter()
+        for q in self._all_queues():
+            by_source.update(q.dropped_by_key)
+        return PipelineStats(
+            stages=tuple(rows),
+            dropped=self.dropped,
+            dropped_by_source=dict(by_source),
+            source_description=self.source.describe(),
+            source=self.source.status(),
+            output_failures=sum(stage.failure_count() for stage in self.stages),
+            failure_lines=tuple(line for stage in self.stages for line in stage.failure_lines()),
+        )
 
     @property
     def dropped(self) -> int:
-        total = sum(q.dropped for q in self.queues)
-        return total + (self.output.dropped if self.output is not None else 0)
+        """Frames evicted from every queue (the source's own drops are the source's)."""
+        return sum(q.dropped for q in self._all_queues())
+
+    def _all_queues(self) -> list[BoundedQueue[Result]]:
+        return [*self.queues, *([self.output] if self.output is not None else [])]
 
     # ---------------------------------------------------------------- internals
 
-    def _finish(self) -> None:
-        if not self.join(timeout=10.0):
+    def _finish(self, timeout_s: float = 10.0) -> None:
+        if not self.join(timeout=timeout_s):
             stuck = [t.name for t in self._threads if t.is_alive()]
-            log.warning("threads still running after 10 s: %s", ", ".join(stuck))
+            log.warning("threads still running after %g s: %s", timeout_s, ", ".join(stuck))
             self.abort()
-            self.join(timeout=2.0)
+            if not self.join(timeout=min(2.0, timeout_s)):
+                self._abandon_stuck()
         self._watch_stop.set()
         if self._watchdog_thread is not None:
             self._watchdog_thread.join(timeout=1.0)
         self._finished.set()
+
+    def _abandon_stuck(self) -> None:
+        """Give up on the stages whose threads are still running; finalize what they allow."""
+        for stage, threads in zip(self.stages, self._stage_threads, strict=True):
+            if not any(t.is_alive() for t in threads):
+                continue
+            log.error("stage '%s' did not stop; leaving its thread and finalizing what it holds", stage.name)
+            try:
+                stage.abandon()
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on
+                log.warning("abandoning stage '%s' failed: %s", stage.name, exc)
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         error = exc if isinstance(exc, StageError) else StageError(stage, exc)

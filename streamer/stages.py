@@ -80,9 +80,6 @@ class InferStage(Stage):
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.workers = workers
-        self.batches = 0
-        self.batched_items = 0
-        self._count_lock = threading.Lock()
 
     def open(self) -> None:
         self.model.ensure_open()
@@ -124,14 +121,7 @@ class InferStage(Stage):
         for i, item in enumerate(items):
             item.raw = raw[i]
             item.input = None  # free the input tensor as soon as it is used
-        with self._count_lock:
-            self.batches += 1
-            self.batched_items += len(items)
         return items
-
-    @property
-    def mean_batch(self) -> float:
-        return self.batched_items / self.batches if self.batches else 0.0
 
     def close(self) -> None:
         self.model.ensure_closed()
@@ -461,13 +451,22 @@ class SinkStage(Stage):
     Sinks fail alone: a sink that raises (disk full, closed pipe, a server gone) is reported
     once, retried on the next results, and disabled after ``max_failures`` failures in a row,
     while the other sinks keep working. Failures show in the stats and the run's summary.
+
+    Each sink is called under its own lock, so that :meth:`abandon` (the pipeline giving up on
+    a stuck stage thread) can close every sink that is not inside a call, from the closing
+    thread, without racing a write: the recording gets its index even when another sink (or
+    a later write) never returns.
     """
 
     name = "sinks"
 
+    #: How long ``abandon`` waits for a sink to leave its current call before leaving it open.
+    ABANDON_WAIT_S = 0.5
+
     def __init__(self, sinks: Sequence[Sink], max_failures: int = 5) -> None:
-        self.sinks = list(sinks)
+        self.sinks = tuple(sinks)
         self.max_failures = max_failures
+        self._locks = {sink: threading.Lock() for sink in self.sinks}
         self._opened: list[Sink] = []
         self.failures: dict[str, int] = {}
         self.errors: dict[str, str] = {}
@@ -493,12 +492,15 @@ class SinkStage(Stage):
         for sink in self.sinks:
             if sink in self._disabled:
                 continue
-            try:
-                getattr(sink, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
-                self._failed(sink, exc)
-            else:
-                self._streak[sink] = 0
+            with self._locks[sink]:
+                if sink not in self._opened:
+                    continue  # closed by ``abandon`` while this thread was stuck elsewhere
+                try:
+                    getattr(sink, method)(*args)
+                except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
+                    self._failed(sink, exc)
+                else:
+                    self._streak[sink] = 0
 
     def _failed(self, sink: Sink, exc: Exception) -> None:
         streak = self._streak.get(sink, 0) + 1
@@ -523,14 +525,33 @@ class SinkStage(Stage):
         self._run("flush")
 
     def close(self) -> None:
-        for sink in reversed(self._opened):
+        self._close_sinks(None)
+
+    def abandon(self) -> None:
+        self._close_sinks(self.ABANDON_WAIT_S)
+
+    def _close_sinks(self, wait_s: float | None) -> None:
+        """Close every open sink, last first; with ``wait_s``, skip one busy for longer."""
+        for sink in reversed(list(self._opened)):
+            lock = self._locks[sink]
+            if not lock.acquire(timeout=-1 if wait_s is None else wait_s):
+                log.error("sink '%s' is stuck in a call; its output is left unfinished", sink.name)
+                continue
             try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - close every sink, then report
-                self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
-                self.errors[sink.name] = str(exc)
-                log.error("closing sink '%s' failed: %s", sink.name, exc)
-        self._opened.clear()
+                if sink not in self._opened:
+                    continue
+                self._opened.remove(sink)
+                try:
+                    sink.close()
+                except Exception as exc:  # noqa: BLE001 - close every sink, then report
+                    self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
+                    self.errors[sink.name] = str(exc)
+                    log.error("closing sink '%s' failed: %s", sink.name, exc)
+            finally:
+                lock.release()
+
+    def failure_count(self) -> int:
+        return sum(self.failures.values())
 
     def failure_lines(self) -> list[str]:
         lines = []

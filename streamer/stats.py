@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,51 @@ class StageStats:
     last_error: str | None
     state: str = "running"
     stalled_s: float = 0.0
+    #: Calls of the stage's ``process``/``process_batch`` (one per batch); ``processed`` counts items.
+    batches: int = 0
+    #: Threads running the stage at once (see ``Stage.workers``).
+    workers: int = 1
+
+    @property
+    def mean_batch(self) -> float:
+        """Items per call: 1.0 for an unbatched stage, up to its batch size for the infer stage."""
+        return self.processed / self.batches if self.batches else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """A snapshot of a whole pipeline, from :meth:`streamer.pipeline.Pipeline.stats`.
+
+    ``stages`` has the source's row first, then one row per stage in order (each row's
+    ``dropped`` is what its input queue evicted); iterating, indexing and ``len`` go over
+    those rows.
+    """
+
+    stages: tuple[StageStats, ...]
+    #: Frames evicted from the queues between stages and the output queue, in total...
+    dropped: int
+    #: ...and by the source id of the evicted frame (a camera of a monitor).
+    dropped_by_source: dict[str, int]
+    #: ``Source.describe()``: what is read, credentials masked.
+    source_description: str
+    #: ``Source.status()``: connection state, reconnects... (per camera for several cameras).
+    source: dict[str, object]
+    #: Failures of the stages' outputs (sinks) while running, and one summary line per output.
+    output_failures: int = 0
+    failure_lines: tuple[str, ...] = ()
+
+    def stage(self, name: str) -> StageStats | None:
+        """The row of the stage called ``name`` ("source", "infer"...), or None."""
+        return next((row for row in self.stages if row.name == name), None)
+
+    def __iter__(self) -> Iterator[StageStats]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __getitem__(self, index: int) -> StageStats:
+        return self.stages[index]
 
 
 class StageMeter:
@@ -36,6 +82,7 @@ class StageMeter:
     def __init__(self, name: str) -> None:
         self.name = name
         self.processed = 0
+        self.batches = 0
         self.errors = 0
         self.last_error: str | None = None
         self.state = "idle"
@@ -63,6 +110,7 @@ class StageMeter:
         now = time.monotonic()
         with self._lock:
             self.processed += items
+            self.batches += 1
             for _ in range(items):
                 self._times_ms.append(elapsed_ms)
                 self._done_at.append(now)
@@ -89,7 +137,7 @@ class StageMeter:
         p50, p95 = np.percentile(times, [50, 95])
         return float(p50), float(p95)
 
-    def snapshot(self, dropped: int = 0, queue_depth: int = 0) -> StageStats:
+    def snapshot(self, dropped: int = 0, queue_depth: int = 0, workers: int = 1) -> StageStats:
         p50, p95 = self.percentiles()
         return StageStats(
             name=self.name,
@@ -103,6 +151,8 @@ class StageMeter:
             last_error=self.last_error,
             state=self.state,
             stalled_s=round(time.monotonic() - since, 3) if (since := self.busy_since) is not None else 0.0,
+            batches=self.batches,
+            workers=workers,
         )
 
 

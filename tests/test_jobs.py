@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamer.config import ModelConfig
-from streamer.jobs import inference_plan
+from streamer.compose import inference_plan
 from streamer.models import load_model
 from streamer.models.base import default_threads
 

@@ -24,6 +24,16 @@ class Source(ABC):
     #: Number of frames the source expects to deliver, when known (files).
     total_frames: int | None = None
 
+    @property
+    def kind(self) -> str:
+        """How a pipeline queues this source's frames: a key of :data:`streamer.defaults.QUEUES`."""
+        return "live" if self.live else "file"
+
+    @property
+    def streams(self) -> int:
+        """How many streams the source interleaves (queues that scale keep a slot for each)."""
+        return 1
+
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire the device, file or connection. Raise ``SourceOpenError`` on failure."""
 
@@ -33,6 +43,10 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``open`` acquired."""
+
+    def describe(self) -> str:
+        """What the source reads, for logs and stats (a URL with its password masked)."""
+        return self.source_id
 
     def status(self) -> dict[str, object]:
         """Source-specific state for stats (connection state, reconnects...)."""

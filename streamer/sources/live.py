@@ -128,9 +128,6 @@ class LiveSource(Source):
     def _connect(self) -> Capture:
         """Open the device or stream; raise ``SourceOpenError`` when it does not open."""
 
-    def _describe(self) -> str:
-        return self.source_id
-
     def _ends_naturally(self) -> bool:
         """True when an end of stream is final (never for cameras and live URLs)."""
         return False
@@ -165,7 +162,7 @@ class LiveSource(Source):
             # as that returns (bounded by the open/read timeouts) and releases the capture.
             thread.join(timeout=2.0)
             if thread.is_alive():
-                log.warning("%s: capture thread still busy in the driver; it will exit on its own", self._describe())
+                log.warning("%s: capture thread still busy in the driver; it will exit on its own", self.describe())
         self._set_state(ENDED)
 
     def status(self) -> dict[str, object]:
@@ -184,7 +181,7 @@ class LiveSource(Source):
 
     def summary(self) -> str | None:
         return (
-            f"{self._describe()}: {self.frames} frames captured, {self.dropped} dropped at the source "
+            f"{self.describe()}: {self.frames} frames captured, {self.dropped} dropped at the source "
             f"(newer frame arrived first), {self.reconnects} reconnects"
         )
 
@@ -195,7 +192,7 @@ class LiveSource(Source):
             return
         self.state = state
         self._state_since = time.monotonic()
-        message = f"{self._describe()}: {state}" + (f" ({detail})" if detail else "")
+        message = f"{self.describe()}: {state}" + (f" ({detail})" if detail else "")
         (log.warning if state in (STALLED, RECONNECTING) else log.info)(message)
 
     def _publish(self, image: np.ndarray) -> None:
@@ -262,12 +259,12 @@ class LiveSource(Source):
             self.reconnects += 1
             if self.policy.max_reconnects is not None and self.reconnects > self.policy.max_reconnects:
                 self._finish(
-                    f"{self._describe()}: gave up after {self.policy.max_reconnects} reconnects (last error: {reason})"
+                    f"{self.describe()}: gave up after {self.policy.max_reconnects} reconnects (last error: {reason})"
                 )
                 return
             delay = self.policy.backoff(attempt)
             self._set_state(RECONNECTING)
-            log.warning("%s: reconnect %d in %.1f s (%s)", self._describe(), self.reconnects, delay, reason)
+            log.warning("%s: reconnect %d in %.1f s (%s)", self.describe(), self.reconnects, delay, reason)
             if self._wait(delay):
                 break
         self._finish()
@@ -302,7 +299,7 @@ class LiveSource(Source):
                     got_any = True
                     h, w = image.shape[:2]
                     if self.size is not None and self.size != (w, h):
-                        log.warning("%s: frame size changed from %dx%d to %dx%d", self._describe(), *self.size, w, h)
+                        log.warning("%s: frame size changed from %dx%d to %dx%d", self.describe(), *self.size, w, h)
                     self.size = (w, h)
                     self.last_error = None
                 if self.state != STREAMING:
@@ -376,7 +373,7 @@ class StreamSource(LiveSource):
         self.transport = transport
         super().__init__(source_id or mask_url(url), policy)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         masked = mask_url(self.url)
         return masked if self.source_id == masked else f"{self.source_id} ({masked})"
 
@@ -471,10 +468,10 @@ class _SyntheticCapture:
         o = self.owner
         if o.limit is not None and o.produced >= o.limit:
             return False, None
-        if o.disconnect_every and o.produced and o.produced % o.disconnect_every == 0 and not o._just_reconnected:
-            o._just_reconnected = True
+        if o.disconnect_every and o.produced and o.produced % o.disconnect_every == 0 and not o.just_reconnected:
+            o.just_reconnected = True
             return False, None  # a simulated disconnect: the source must reconnect
-        o._just_reconnected = False
+        o.just_reconnected = False
         if o.paced:
             self.pacer.wait()
         image = o.render(o.produced)
@@ -517,7 +514,8 @@ class SyntheticSource(LiveSource):
         self.paced = paced
         self.disconnect_every = disconnect_every
         self.produced = 0
-        self._just_reconnected = False
+        #: The capture just simulated a disconnect: the next read after reconnecting delivers.
+        self.just_reconnected = False
         self._background = self._make_background()
 
     def _make_background(self) -> np.ndarray:

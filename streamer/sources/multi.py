@@ -38,6 +38,14 @@ class MultiSource(Source):
             camera.listener = self._event
 
     @property
+    def kind(self) -> str:
+        return "cameras"
+
+    @property
+    def streams(self) -> int:
+        return len(self.cameras)
+
+    @property
     def dropped(self) -> int:
         return sum(c.dropped for c in self.cameras.values())
 

@@ -1,0 +1,83 @@
+"""One function turns a validated config into a pipeline; the jobs only add their own parts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.compose import build_from_config, inference_plan
+from streamer.config import from_dict
+from streamer.sinks.jsonl import JsonlSink
+from streamer.sources import make_source
+from streamer.sources.base import Source
+from streamer.sources.live import LiveSource
+from streamer.sources.multi import MultiSource
+from streamer.stages import InferStage, RenderStage, TrackStage
+from tests.fakes import DelayModel
+
+PACKAGE = Path(__file__).resolve().parent.parent / "streamer"
+LINE = {"door": {"start": [0, 100], "end": [640, 100]}}
+
+
+def test_only_compose_and_stream_call_build_pipeline() -> None:
+    calls = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if re.search(r"\bbuild_pipeline\(", path.read_text())
+    }
+    # api.py defines it (and stream() uses it); compose.py is where every job comes through.
+    assert calls == {"api.py", "compose.py"}
+
+
+def _source(data: dict[str, Any]) -> Source:
+    if "cameras" in data:
+        cameras = {n: make_source(c["url"], source_id=n, realtime=True) for n, c in data["cameras"].items()}
+        assert all(isinstance(c, LiveSource) for c in cameras.values())
+        return MultiSource(cameras)  # type: ignore[arg-type]
+    return make_source(data["source"], realtime=data["source"].startswith("synthetic"))
+
+
+@pytest.mark.parametrize(("data", "stages", "batch_timeout_s", "geometry"), [
+    ({"source": "sample:bikes"}, ["preprocess", "infer", "postprocess", "sinks"], 0.05, None),
+    ({"source": "sample:bikes", "lines": LINE, "stage_timeout_s": 7},
+     ["preprocess", "infer", "postprocess", "track", "sinks"], 0.05, [None]),  # JSONL needs no drawing
+    ({"source": "synthetic:64x48"}, ["preprocess", "infer", "postprocess", "render", "sinks"], 0.0, None),
+    ({"cameras": {"a": {"url": "synthetic:64x48", "lines": LINE}, "b": {"url": "synthetic:64x48"}},
+      "model": {"batch_timeout_ms": 20}},
+     ["preprocess", "infer", "postprocess", "track", "render", "sinks"], 0.02, ["a", "b"]),
+])
+def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[str, Any], stages: list[str],
+                                                     batch_timeout_s: float, geometry: list[str | None] | None) -> None:
+    cfg = from_dict(data)
+    source = _source(data)
+    live = source.live
+    model = DelayModel(0.0)
+    p = build_from_config(cfg, source, model, sinks=[JsonlSink(tmp_path / "o.jsonl")], render=True if live else None)
+    assert [s.name for s in p.stages] == stages
+    assert p.source is source and p.stage_timeout_s == cfg.stage_timeout_s
+    infer = next(s for s in p.stages if isinstance(s, InferStage))
+    batch, workers = inference_plan(model, cfg.model, files=not live)
+    if cfg.cameras:
+        batch = len(cfg.cameras)
+    assert (infer.batch_size, infer.workers, infer.batch_timeout_s) == (batch, workers, batch_timeout_s)
+    track = next((s for s in p.stages if isinstance(s, TrackStage)), None)
+    render = next((s for s in p.stages if isinstance(s, RenderStage)), None)
+    if geometry is None:
+        assert track is None
+    else:
+        assert track is not None and sorted(track.geometry, key=str) == geometry
+        assert render is None or render.geometry == track.geometry
+        lines = track.geometry[geometry[0]][0]
+        assert [getattr(line, "name", None) for line in lines] == ["door"]
+
+
+def test_the_job_adds_its_own_parts(tmp_path: Path) -> None:
+    cfg = from_dict({"source": "synthetic:64x48"})
+    p = build_from_config(cfg, _source({"source": "synthetic:64x48"}), DelayModel(0.0), sinks=[],
+                          render=True, render_status=True, extra_status=lambda: ["x"], output=True)
+    render = next(s for s in p.stages if isinstance(s, RenderStage))
+    assert render.status and render.extra_status is not None and render.extra_status() == ["x"]
+    assert p.output is not None and [s.name for s in p.stages][-1] == "render"
