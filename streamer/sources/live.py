@@ -364,13 +364,21 @@ def _settle_transport(transport: str) -> None:
 #: Stream capture backends; ``auto`` is the one the figures favour (see StreamSource).
 CAPTURE_BACKENDS = ("auto", "pyav", "opencv")
 AUTO_BACKEND = "pyav"
+#: Overrides what ``auto`` means, for every process started with it (tests run both paths).
+BACKEND_VAR = "STREAMER_CAPTURE_BACKEND"
 
 
 def resolve_backend(backend: str) -> str:
-    """``auto`` → the default backend; anything else must be one of ``CAPTURE_BACKENDS``."""
+    """The concrete backend for ``backend``: ``auto`` is ``$STREAMER_CAPTURE_BACKEND`` when set,
+    else ``AUTO_BACKEND``."""
     if backend not in CAPTURE_BACKENDS:
         raise ConfigError(f"invalid capture backend {backend!r}, expecting one of {list(CAPTURE_BACKENDS)}")
-    return AUTO_BACKEND if backend == "auto" else backend
+    if backend != "auto":
+        return backend
+    chosen = os.environ.get(BACKEND_VAR, "").strip().lower() or AUTO_BACKEND
+    if chosen not in CAPTURE_BACKENDS[1:]:
+        raise ConfigError(f"{BACKEND_VAR}={chosen!r} is invalid, expecting one of {list(CAPTURE_BACKENDS[1:])}")
+    return chosen
 
 
 class StreamSource(LiveSource):
@@ -413,6 +421,10 @@ class StreamSource(LiveSource):
     def _describe(self) -> str:
         masked = mask_url(self.url)
         return masked if self.source_id == masked else f"{self.source_id} ({masked})"
+
+    def open(self) -> None:
+        log.info("%s: reading through %s over %s", self._describe(), self.backend, self.transport)
+        super().open()
 
     def _read_timeout_s(self) -> float:
         return max(0.1, self.policy.stall_timeout_s / 2)
