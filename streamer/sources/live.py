@@ -9,7 +9,8 @@ as ``dropped``.
 On a failed read, an end of stream, or no frame for ``stall_timeout_s``, the reader closes
 the capture and reopens it with exponential backoff (``backoff_initial_s`` doubling up to
 ``backoff_max_s``), forever unless ``max_reconnects`` is set. Each state change is logged
-once. URLs are always shown with the password masked.
+once. URLs are always shown with the password masked. Stream URLs are read through PyAV
+(``streamer.sources.av_capture``) or OpenCV's FFmpeg backend, see ``StreamSource``.
 """
 
 from __future__ import annotations
@@ -388,10 +389,13 @@ class StreamSource(LiveSource):
 
     * ``pyav`` (what ``auto`` picks): options per open (see ``streamer.sources.av_capture``),
       so each source has its own transport, a small probe (first frame ~0.1 s after connect
-      instead of ~1.1 s), and ``Frame.pts_s`` from the stream's timestamps.
-      ``scripts/bench_capture.py`` measured it on a loopback RTSP server against OpenCV
-      (see docs/architecture.md for the figures): first frame and reconnect about 1 s
-      sooner, the same frame delivered no later, CPU per frame within noise.
+      instead of ~1.1 s), and ``Frame.pts_s`` from the stream's timestamps. It is the
+      default because ``scripts/bench_capture.py`` (loopback RTSP, bikes at 25 and 30 fps,
+      3 interleaved rounds; figures in docs/architecture.md) found: first frame 0.06 s vs
+      0.95-1.13 s, back 0.10 s vs 0.99-1.18 s after a server restart, the same frame out of
+      the decoder within 2 ms of OpenCV's, the same jitter; it costs 0.15-0.25 ms more CPU
+      per frame at 640x272 (1.23 vs 1.07 ms at 25 fps, 1.17 vs 0.92 at 30 fps: about 0.5 %
+      of a core per camera).
     * ``opencv``: OpenCV takes FFmpeg options only from the process-wide
       ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, so the transport is one per process, settled when
       the first such source is made (see ``_settle_transport``), and probing keeps FFmpeg's
