@@ -41,9 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streamer.sources.live import ReconnectPolicy, StreamSource  # noqa: E402
-from streamer.types import Frame  # noqa: E402
-from tests.rtsp import RtspServer, rtsp_unavailable_reason  # noqa: E402
+from streamer.sources.live import ReconnectPolicy, StreamSource
+from streamer.types import Frame
+from tests.rtsp import RtspServer, rtsp_unavailable_reason
 
 BACKENDS = ("pyav", "opencv")
 CLIP = "sample:bikes"

@@ -14,8 +14,7 @@ import pytest
 from streamer.api import build_pipeline
 from streamer.errors import ConfigError, SourceReadError
 from streamer.sinks.base import Sink
-from streamer.sources import make_source
-from streamer.sources import live
+from streamer.sources import live, make_source
 from streamer.sources.base import TIMEOUT
 from streamer.sources.live import ReconnectPolicy, StreamSource, SyntheticSource, mask_url
 from streamer.types import Result
