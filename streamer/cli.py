@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--record", default=None, metavar="OUT.mp4", help="record the annotated stream as shown")
     watch.add_argument("--jsonl", default=None, help="JSONL detections file")
     watch.add_argument("--transport", default="tcp", choices=["tcp", "udp"], help="RTSP transport (default: tcp)")
+    watch.add_argument("--capture-backend", default="auto", choices=["auto", "pyav", "opencv"],
+                       help="how stream URLs are read (default: auto, see capture.backend)")
     watch.add_argument("--stall-timeout", type=float, default=5.0, help="reconnect after this many seconds without a frame")
     watch.add_argument("--max-reconnects", type=int, default=None, help="give up after this many reconnects (default: never)")
     watch.add_argument("--loop", action="store_true", help="replay a video file forever")
@@ -142,7 +144,7 @@ def _watch_config(args: argparse.Namespace) -> Any:
         **_model_sections(args),
         "output": {"video": args.record, "jsonl": args.jsonl, "window": not args.no_window,
                    "status_interval_s": args.status_interval},
-        "capture": {"transport": args.transport, "stall_timeout_s": args.stall_timeout,
+        "capture": {"transport": args.transport, "backend": args.capture_backend, "stall_timeout_s": args.stall_timeout,
                     "max_reconnects": args.max_reconnects, "loop": args.loop},
     }
     return from_dict(data)

@@ -186,6 +186,9 @@ class CaptureConfig:
     """How live sources connect and reconnect, and webcam settings."""
 
     transport: str = "tcp"
+    #: How RTSP/HTTP streams are read: ``auto`` (the faster of the two, see StreamSource),
+    #: ``pyav`` or ``opencv``.
+    backend: str = "auto"
     stall_timeout_s: float = 5.0
     open_timeout_s: float = 5.0
     backoff_initial_s: float = 0.5
@@ -199,6 +202,8 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         _check(self.transport in ("tcp", "udp"), f"capture.transport must be one of ['tcp', 'udp'], but got {self.transport!r}")
+        _check(self.backend in ("auto", "pyav", "opencv"),
+               f"capture.backend must be one of ['auto', 'pyav', 'opencv'], but got {self.backend!r}")
         for name in ("stall_timeout_s", "open_timeout_s", "backoff_initial_s", "backoff_max_s"):
             value = getattr(self, name)
             _check(value > 0, f"capture.{name} must be > 0, but got {value}")

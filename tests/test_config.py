@@ -24,7 +24,7 @@ def test_shipped_pipeline_loads() -> None:
 
 def test_defaults_from_minimal_file(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, "source: clip.mp4\n"))
-    assert cfg.model.name == "yolo11n" and cfg.detect.iou == 0.7 and cfg.job == "annotate"
+    assert cfg.model.name == "yolo11n" and cfg.detect.iou == 0.7 and cfg.job == "annotate" and cfg.capture.backend == "auto"
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,8 @@ def test_defaults_from_minimal_file(tmp_path: Path) -> None:
         ("source: x\nmodel:\n  workers: 0\n", r"model.workers must be between 1 and 16, but got 0"),
         ("source: x\ndetect:\n  conf: high\n", r"p.yaml:3: detect.conf must be a number, but got 'high'"),
         ("source: x\nmodel:\n  rect: 3\n", r"model.rect must be true or false"),
+        ("source: x\ncapture:\n  backend: gstreamer\n",
+         r"p.yaml:3: capture.backend must be one of \['auto', 'pyav', 'opencv'\], but got 'gstreamer'"),
         ("job: annotate\n", r"source is required"),
         ("source: x\njob: paint\n", r"job must be one of"),
         ("source: x\nmodel: !!python/object:os.system {}\n", r"invalid YAML"),

@@ -2,7 +2,8 @@
 
 Why these tests exist: reconnect, stall and authentication tests elsewhere rely on
 ``tests/rtsp.py`` behaving like a real camera. Each property they lean on is proven
-here with ``cv2.VideoCapture(url, cv2.CAP_FFMPEG, [open/read timeouts])`` over TCP:
+here with both clients the product reads streams with, over TCP: ``cv2.VideoCapture(url,
+cv2.CAP_FFMPEG, [open/read timeouts])`` and ``PyAvCapture`` (PyAV, per-open options):
 frames of the clip's size at the clip's rate, a deterministic start at frame 0, a
 fast False after the server dies, a working restart on the same port, Basic auth,
 several mounts at once, a silent mount that never delivers a frame, a hung
@@ -22,6 +23,8 @@ import numpy as np
 import pytest
 
 from streamer.assets import sample_path
+from streamer.errors import SourceOpenError
+from streamer.sources.av_capture import PyAvCapture
 from tests.rtsp import RtspServer, require_rtsp, rtsp_server_fixture
 
 CLIP = "sample:bikes"
@@ -48,6 +51,11 @@ def tcp_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults to UDP, so it must name ``rtsp_transport;tcp``. monkeypatch restores it.
     """
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+
+@pytest.fixture(params=["opencv", "pyav"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -98,21 +106,48 @@ def clip_index(frame: np.ndarray, thumbnails: list[np.ndarray]) -> int:
     return int(np.argmin(distances))
 
 
+class AvClient:
+    """``PyAvCapture`` behind the few ``cv2.VideoCapture`` calls these tests make."""
+
+    def __init__(self, url: str, open_ms: int, read_ms: int) -> None:
+        try:
+            self.cap: PyAvCapture | None = PyAvCapture(url, open_timeout_s=open_ms / 1000, read_timeout_s=read_ms / 1000)
+        except SourceOpenError:
+            self.cap = None
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.cap is not None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.cap.read() if self.cap is not None else (False, None)
+
+    def get(self, prop: int) -> float:
+        assert prop == cv2.CAP_PROP_FPS, "only the frame rate is asked for"
+        return float(self.cap.fps or 0.0) if self.cap is not None else 0.0
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+
+
 @contextmanager
-def capture(url: str, open_ms: int = OPEN_MS, read_ms: int = READ_MS) -> Iterator[cv2.VideoCapture]:
-    """The product's way of opening a stream, released even when the test fails."""
-    cap = cv2.VideoCapture(
-        url,
-        cv2.CAP_FFMPEG,
-        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms],
-    )
+def capture(url: str, backend: str, open_ms: int = OPEN_MS, read_ms: int = READ_MS) -> Iterator[Any]:
+    """The product's way of opening a stream with ``backend``, released even when the test fails."""
+    if backend == "pyav":
+        cap: Any = AvClient(url, open_ms, read_ms)
+    else:
+        cap = cv2.VideoCapture(
+            url,
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms],
+        )
     try:
         yield cap
     finally:
         cap.release()
 
 
-def read_frames(cap: cv2.VideoCapture, count: int) -> list[np.ndarray]:
+def read_frames(cap: Any, count: int) -> list[np.ndarray]:
     """Read ``count`` frames, failing the test at the first failed read."""
     frames = []
     for index in range(count):
@@ -123,10 +158,10 @@ def read_frames(cap: cv2.VideoCapture, count: int) -> list[np.ndarray]:
 
 
 def test_clip_mount_serves_the_clip_at_its_size_and_rate(
-    server: RtspServer, clip_thumbnails: list[np.ndarray]
+    backend: str, server: RtspServer, clip_thumbnails: list[np.ndarray]
 ) -> None:
     """Size, reported fps, steady rate, and a deterministic start at the clip's frame 0."""
-    with capture(server.url("cam")) as cap:
+    with capture(server.url("cam"), backend) as cap:
         assert cap.isOpened()
         assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(CLIP_FPS)
         first, *_ = read_frames(cap, 30)  # frames buffered while FFmpeg probed come in a burst
@@ -139,9 +174,9 @@ def test_clip_mount_serves_the_clip_at_its_size_and_rate(
     assert all(frame.shape == CLIP_SHAPE for frame in frames)
 
 
-def test_two_mounts_at_once(server: RtspServer) -> None:
+def test_two_mounts_at_once(backend: str, server: RtspServer) -> None:
     """Two captures on two mounts read side by side, each with its own size."""
-    with capture(server.url("cam")) as cam, capture(server.url("pattern")) as pattern:
+    with capture(server.url("cam"), backend) as cam, capture(server.url("pattern"), backend) as pattern:
         assert cam.isOpened() and pattern.isOpened()
         for _ in range(25):
             ok_cam, cam_frame = cam.read()
@@ -151,32 +186,32 @@ def test_two_mounts_at_once(server: RtspServer) -> None:
             assert pattern_frame.shape == PATTERN_SHAPE
 
 
-def test_silent_mount_never_delivers_a_frame(server: RtspServer) -> None:
+def test_silent_mount_never_delivers_a_frame(backend: str, server: RtspServer) -> None:
     """The silent mount hangs the open until the client's timeout; other mounts still work.
 
     Also: an unknown mount is refused at once (404), which is not a stall.
     """
     started = time.monotonic()
-    with capture(server.url("silent"), open_ms=1000, read_ms=1000) as cap:
+    with capture(server.url("silent"), backend, open_ms=1000, read_ms=1000) as cap:
         delivered = cap.isOpened() and cap.read()[0]
         elapsed = time.monotonic() - started
     assert not delivered
     assert 0.8 <= elapsed <= 4.0, f"gave up after {elapsed:.2f} s with a 1 s open timeout"
 
     started = time.monotonic()
-    with capture(server.url("no-such-mount")) as cap:
+    with capture(server.url("no-such-mount"), backend) as cap:
         assert not cap.isOpened()
     assert time.monotonic() - started < 1.0
 
-    with capture(server.url("pattern")) as cap:  # the hung DESCRIBE blocked nothing else
+    with capture(server.url("pattern"), backend) as cap:  # the hung DESCRIBE blocked nothing else
         assert cap.read()[0]
 
 
-def test_kill_fails_reads_fast_and_restart_serves_again(spawn: Callable[..., RtspServer]) -> None:
+def test_kill_fails_reads_fast_and_restart_serves_again(backend: str, spawn: Callable[..., RtspServer]) -> None:
     """SIGKILL → read() False within 1 s; the port is reused on restart; no process is left."""
     rtsp = spawn({"cam": CLIP})
     port, first_pid = rtsp.port, rtsp.pid
-    with capture(rtsp.url("cam")) as cap:
+    with capture(rtsp.url("cam"), backend) as cap:
         read_frames(cap, 40)
         killed = time.monotonic()
         rtsp.kill()
@@ -188,12 +223,12 @@ def test_kill_fails_reads_fast_and_restart_serves_again(spawn: Callable[..., Rts
     assert latency < 1.0, f"read() returned False {latency:.2f} s after the kill"
     assert not rtsp.running
 
-    with capture(rtsp.url("cam")) as cap:  # down: connection refused, at once
+    with capture(rtsp.url("cam"), backend) as cap:  # down: connection refused, at once
         assert not cap.isOpened()
 
     rtsp.restart()
     assert rtsp.port == port and rtsp.pid != first_pid
-    with capture(rtsp.url("cam")) as cap:
+    with capture(rtsp.url("cam"), backend) as cap:
         assert read_frames(cap, 5)[0].shape == CLIP_SHAPE
 
     pid = rtsp.pid
@@ -203,24 +238,24 @@ def test_kill_fails_reads_fast_and_restart_serves_again(spawn: Callable[..., Rts
         os.kill(pid, 0)
 
 
-def test_basic_auth(spawn: Callable[..., RtspServer]) -> None:
+def test_basic_auth(backend: str, spawn: Callable[..., RtspServer]) -> None:
     """The right credentials open and read; a wrong password or none fail within 1 s."""
     rtsp = spawn({"cam": CLIP}, user="viewer", password="p@ss:word")  # percent-encoded in url()
-    with capture(rtsp.url("cam", "viewer", "p@ss:word")) as cap:
+    with capture(rtsp.url("cam", "viewer", "p@ss:word"), backend) as cap:
         assert cap.isOpened()
         assert read_frames(cap, 1)[0].shape == CLIP_SHAPE
     for url in (rtsp.url("cam", "viewer", "wrong"), rtsp.url("cam")):
         started = time.monotonic()
-        with capture(url) as cap:
+        with capture(url, backend) as cap:
             assert not cap.isOpened()
         assert time.monotonic() - started < 1.0
 
 
-def test_paused_server_times_reads_out_and_resumes(spawn: Callable[..., RtspServer]) -> None:
+def test_paused_server_times_reads_out_and_resumes(backend: str, spawn: Callable[..., RtspServer]) -> None:
     """SIGSTOP keeps the connection up but silent: reads fail only by timeout (≈3× T)."""
     rtsp = spawn({"pattern": "testsrc"})
     read_ms = 500
-    with capture(rtsp.url("pattern"), read_ms=read_ms) as cap:
+    with capture(rtsp.url("pattern"), backend, read_ms=read_ms) as cap:
         read_frames(cap, 40)
         rtsp.pause()
         paused = time.monotonic()
@@ -229,27 +264,27 @@ def test_paused_server_times_reads_out_and_resumes(spawn: Callable[..., RtspServ
         waited = time.monotonic() - paused
         rtsp.resume()
     assert read_ms / 1000 <= waited <= 6 * read_ms / 1000, f"hang noticed after {waited:.2f} s"
-    with capture(rtsp.url("pattern")) as cap:
+    with capture(rtsp.url("pattern"), backend) as cap:
         assert cap.read()[0]
 
 
 def test_shared_mount_late_joiner_starts_mid_stream(
-    spawn: Callable[..., RtspServer], clip_thumbnails: list[np.ndarray]
+    backend: str, spawn: Callable[..., RtspServer], clip_thumbnails: list[np.ndarray]
 ) -> None:
     """Shared: a second client joins the running stream at a keyframe, not at frame 0."""
     rtsp = spawn({"cam": CLIP}, shared=True)
-    with capture(rtsp.url("cam")) as first:
+    with capture(rtsp.url("cam"), backend) as first:
         assert clip_index(read_frames(first, 40)[0], clip_thumbnails) == 0
-        with capture(rtsp.url("cam")) as late:
+        with capture(rtsp.url("cam"), backend) as late:
             joined = read_frames(late, 1)[0]
             assert clip_index(joined, clip_thumbnails) >= 25
             assert first.read()[0]  # the first client keeps reading alongside
 
 
-def test_fps_override(spawn: Callable[..., RtspServer]) -> None:
+def test_fps_override(backend: str, spawn: Callable[..., RtspServer]) -> None:
     """``fps=`` serves the clip at another rate, and the client sees that rate."""
     rtsp = spawn({"cam": CLIP}, fps=50)
-    with capture(rtsp.url("cam")) as cap:
+    with capture(rtsp.url("cam"), backend) as cap:
         assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(50.0)
         read_frames(cap, 60)
         started = time.monotonic()

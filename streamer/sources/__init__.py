@@ -34,6 +34,7 @@ def make_source(
     *,
     policy: ReconnectPolicy | None = None,
     transport: str = "tcp",
+    backend: str = "auto",
     source_id: str | None = None,
     realtime: bool = False,
     loop: bool = False,
@@ -44,6 +45,7 @@ def make_source(
     index (``0``), an ``rtsp://``, ``rtsps://``, ``http://`` or ``https://`` URL, or
     ``synthetic[:WxH][@FPS]`` (a paced test pattern, default 640x480@30). With ``realtime``
     a video file plays at its own frame rate like a camera (``loop`` replays it forever).
+    ``backend`` (``auto``, ``pyav`` or ``opencv``) reads URLs; see ``StreamSource``.
     """
     spec = str(spec).strip()
     if not spec:
@@ -56,7 +58,7 @@ def make_source(
                 f"{mask_url(spec)}: unsupported URL scheme '{name}://', expecting one of "
                 f"{[s + '://' for s in LIVE_SCHEMES]}"
             )
-        return StreamSource(spec, source_id=source_id, policy=policy, transport=transport)
+        return StreamSource(spec, source_id=source_id, policy=policy, transport=transport, backend=backend)
     if spec.isdigit():
         return CameraSource(int(spec), source_id=source_id, policy=policy)
     synthetic = _SYNTHETIC.match(spec)

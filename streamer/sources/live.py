@@ -9,7 +9,8 @@ as ``dropped``.
 On a failed read, an end of stream, or no frame for ``stall_timeout_s``, the reader closes
 the capture and reopens it with exponential backoff (``backoff_initial_s`` doubling up to
 ``backoff_max_s``), forever unless ``max_reconnects`` is set. Each state change is logged
-once. URLs are always shown with the password masked.
+once. URLs are always shown with the password masked. Stream URLs are read through PyAV
+(``streamer.sources.av_capture``) or OpenCV's FFmpeg backend, see ``StreamSource``.
 """
 
 from __future__ import annotations
@@ -195,9 +196,9 @@ class LiveSource(Source):
         message = f"{self.describe()}: {state}" + (f" ({detail})" if detail else "")
         (log.warning if state in (STALLED, RECONNECTING) else log.info)(message)
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, image: np.ndarray, pts_s: float | None = None) -> None:
         now = time.monotonic()
-        frame = Frame(self.source_id, self._index, image, None, now)
+        frame = Frame(self.source_id, self._index, image, pts_s, now)
         self._index += 1
         self.frames += 1
         self._last_frame_at = now
@@ -289,6 +290,9 @@ class LiveSource(Source):
                         self._set_state(STALLED, reason)
                     else:
                         reason = "stream ended or read failed" if got_any else "no frame after connecting"
+                        detail = getattr(capture, "error", None)  # a capture that knows why says so
+                        if detail:
+                            reason = f"{reason}: {detail}"
                     self.last_error = reason
                     return ("streamed" if got_any else "failed"), reason
                 if now - last > self.policy.stall_timeout_s:
@@ -304,7 +308,8 @@ class LiveSource(Source):
                     self.last_error = None
                 if self.state != STREAMING:
                     self._set_state(STREAMING, f"{self.size[0]}x{self.size[1]}" if self.size else "")
-                self._publish(image)
+                # A capture that knows the stream's timestamps (PyAV) exposes the last one.
+                self._publish(image, getattr(capture, "pts_s", None))
             return "stopped", "stopped"
         finally:
             try:
@@ -354,21 +359,62 @@ def _settle_transport(transport: str) -> None:
             )
 
 
-class StreamSource(LiveSource):
-    """RTSP/RTSPS/HTTP(S) streams (MJPEG, HLS, ...) through OpenCV's FFmpeg backend.
+#: Stream capture backends; ``auto`` is the one the figures favour (see StreamSource).
+CAPTURE_BACKENDS = ("auto", "pyav", "opencv")
+AUTO_BACKEND = "pyav"
+#: Overrides what ``auto`` means, for every process started with it (tests run both paths).
+BACKEND_VAR = "STREAMER_CAPTURE_BACKEND"
 
-    RTSP uses TCP by default (``transport='udp'`` to change). OpenCV takes FFmpeg options
-    only from the process-wide ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, so the transport is one
-    per process, settled when the first stream source is made (see ``_settle_transport``).
-    Open and read timeouts are passed as open parameters; with one decoder thread a hung
-    server is detected after about two read timeouts, so the read timeout is half the
-    stall timeout.
+
+def resolve_backend(backend: str) -> str:
+    """The concrete backend for ``backend``: ``auto`` is ``$STREAMER_CAPTURE_BACKEND`` when set,
+    else ``AUTO_BACKEND``."""
+    if backend not in CAPTURE_BACKENDS:
+        raise ConfigError(f"invalid capture backend {backend!r}, expecting one of {list(CAPTURE_BACKENDS)}")
+    if backend != "auto":
+        return backend
+    chosen = os.environ.get(BACKEND_VAR, "").strip().lower() or AUTO_BACKEND
+    if chosen not in CAPTURE_BACKENDS[1:]:
+        raise ConfigError(f"{BACKEND_VAR}={chosen!r} is invalid, expecting one of {list(CAPTURE_BACKENDS[1:])}")
+    return chosen
+
+
+class StreamSource(LiveSource):
+    """RTSP/RTSPS/HTTP(S) streams (MJPEG, HLS, ...) through PyAV or OpenCV's FFmpeg backend.
+
+    RTSP uses TCP by default (``transport='udp'`` to change). ``backend``:
+
+    * ``pyav`` (what ``auto`` picks): options per open (see ``streamer.sources.av_capture``),
+      so each source has its own transport, a small probe (first frame ~0.1 s after connect
+      instead of ~1.1 s), and ``Frame.pts_s`` from the stream's timestamps. It is the
+      default because ``scripts/bench_capture.py`` (loopback RTSP, bikes at 25 and 30 fps,
+      3 interleaved rounds; figures in docs/architecture.md) found: first frame 0.06 s vs
+      0.95-1.13 s, back 0.10 s vs 0.99-1.18 s after a server restart, the same frame out of
+      the decoder within 2 ms of OpenCV's, the same jitter; it costs 0.15-0.25 ms more CPU
+      per frame at 640x272 (1.23 vs 1.07 ms at 25 fps, 1.17 vs 0.92 at 30 fps: about 0.5 %
+      of a core per camera).
+    * ``opencv``: OpenCV takes FFmpeg options only from the process-wide
+      ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, so the transport is one per process, settled when
+      the first such source is made (see ``_settle_transport``), and probing keeps FFmpeg's
+      defaults.
+
+    Both bound the open by ``open_timeout_s`` and each read by half the stall timeout: with
+    one decoder thread FFmpeg gives up on a hung server after about two read timeouts.
     """
 
-    def __init__(self, url: str, source_id: str | None = None, policy: ReconnectPolicy | None = None, transport: str = "tcp") -> None:
+    def __init__(
+        self,
+        url: str,
+        source_id: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        transport: str = "tcp",
+        backend: str = "auto",
+    ) -> None:
         if transport not in ("tcp", "udp"):
             raise ConfigError(f"invalid RTSP transport {transport!r}, expecting one of ['tcp', 'udp']")
-        _settle_transport(transport)
+        self.backend = resolve_backend(backend)
+        if self.backend == "opencv":
+            _settle_transport(transport)
         self.url = url
         self.transport = transport
         super().__init__(source_id or mask_url(url), policy)
@@ -377,11 +423,28 @@ class StreamSource(LiveSource):
         masked = mask_url(self.url)
         return masked if self.source_id == masked else f"{self.source_id} ({masked})"
 
+    def open(self) -> None:
+        log.info("%s: reading through %s over %s", self._describe(), self.backend, self.transport)
+        super().open()
+
+    def _read_timeout_s(self) -> float:
+        return max(0.1, self.policy.stall_timeout_s / 2)
+
     def _connect(self) -> Capture:
+        if self.backend == "pyav":
+            from streamer.sources.av_capture import PyAvCapture
+
+            capture = PyAvCapture(
+                self.url, transport=self.transport,
+                open_timeout_s=self.policy.open_timeout_s, read_timeout_s=self._read_timeout_s(),
+            )
+            if capture.fps is not None:
+                self.fps = capture.fps
+            return capture
         p = self.policy
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(p.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(p.stall_timeout_s * 1000 / 2)),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self._read_timeout_s() * 1000),
             cv2.CAP_PROP_N_THREADS, 1,
         ]
         global _capturing

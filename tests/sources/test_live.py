@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 
 import cv2
@@ -13,7 +14,7 @@ import pytest
 from streamer.api import build_pipeline
 from streamer.errors import ConfigError, SourceReadError
 from streamer.sinks.base import Sink
-from streamer.sources import make_source
+from streamer.sources import live, make_source
 from streamer.sources.base import TIMEOUT
 from streamer.sources.live import ReconnectPolicy, StreamSource, SyntheticSource, mask_url
 from streamer.types import Result
@@ -47,6 +48,29 @@ def test_backoff_doubles_to_cap() -> None:
 )
 def test_make_source_live_kinds(spec: str, kind: type) -> None:
     assert isinstance(make_source(spec), kind)
+
+
+@pytest.mark.parametrize(
+    ("backend", "env", "expected"),
+    [
+        ("auto", "", live.AUTO_BACKEND),
+        ("auto", "opencv", "opencv"),
+        ("auto", " PyAV ", "pyav"),
+        ("pyav", "opencv", "pyav"),  # an explicit choice wins over the variable
+        ("opencv", "", "opencv"),
+        ("", "", ConfigError("invalid capture backend '', expecting one of ['auto', 'pyav', 'opencv']")),
+        ("gstreamer", "", ConfigError("invalid capture backend 'gstreamer'")),
+        ("auto", "ffmpeg", ConfigError("STREAMER_CAPTURE_BACKEND='ffmpeg' is invalid, expecting one of ['pyav', 'opencv']")),
+    ],
+)
+def test_capture_backend_choice(monkeypatch, backend: str, env: str, expected: str | Exception) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(live.BACKEND_VAR, env)
+    if isinstance(expected, Exception):
+        with pytest.raises(type(expected), match=re.escape(str(expected))):
+            make_source("rtsp://h/x", backend=backend)
+    else:
+        source = make_source("rtsp://h/x", backend=backend)
+        assert isinstance(source, StreamSource) and source.backend == expected
 
 
 def test_synthetic_is_paced_like_a_camera() -> None:
@@ -83,8 +107,9 @@ def test_disconnects_reconnect_and_log_once(caplog: pytest.LogCaptureFixture) ->
     assert len(streaming_logs) == 5
 
 
-def test_max_reconnects_gives_up_with_error() -> None:
-    src = StreamSource("rtsp://user:secret@127.0.0.1:9/none", policy=ReconnectPolicy(
+@pytest.mark.parametrize("backend", ["opencv", "pyav"])
+def test_max_reconnects_gives_up_with_error(backend: str) -> None:
+    src = StreamSource("rtsp://user:secret@127.0.0.1:9/none", backend=backend, policy=ReconnectPolicy(
         open_timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.02, max_reconnects=2))
     src.open()
     with pytest.raises(SourceReadError, match=r"gave up after 2 reconnects") as info:
@@ -246,7 +271,8 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_stream_capture_never_writes_the_process_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("backend", "transports"), [("opencv", ["tcp"]), ("pyav", ["tcp", "udp"])])
+def test_stream_capture_never_writes_the_process_environment(monkeypatch, backend: str, transports: list[str]) -> None:  # type: ignore[no-untyped-def]
     """setenv while other threads call C getenv is a data race: capture threads must never
     write the environment. The URL refuses at once, so the reader connects over and over."""
     import os
@@ -255,9 +281,9 @@ def test_stream_capture_never_writes_the_process_environment(monkeypatch) -> Non
     real_putenv, real_unsetenv = os.putenv, os.unsetenv
     monkeypatch.setattr(os, "putenv", lambda k, v: (writes.append(("set", k, v)), real_putenv(k, v)))
     monkeypatch.setattr(os, "unsetenv", lambda k: (writes.append(("unset", k)), real_unsetenv(k)))
-    for transport in ["tcp"]:
+    for transport in transports:
         source = StreamSource(
-            f"rtsp://127.0.0.1:{_closed_port()}/none", transport=transport,
+            f"rtsp://127.0.0.1:{_closed_port()}/none", transport=transport, backend=backend,
             policy=ReconnectPolicy(backoff_initial_s=0.01, backoff_max_s=0.02, open_timeout_s=1),
         )
         source.open()
@@ -272,29 +298,41 @@ def test_stream_capture_never_writes_the_process_environment(monkeypatch) -> Non
 
 
 def test_rtsp_transport_is_chosen_once_per_process(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """OpenCV only: PyAV takes the transport per open (see test_pyav_transport_is_per_source)."""
     from streamer.sources import live
 
     monkeypatch.delenv(live.CAPTURE_OPTIONS_VAR, raising=False)
     monkeypatch.setattr(live, "_transport", None)
     monkeypatch.setattr(live, "_capturing", False)
-    StreamSource("rtsp://127.0.0.1/a", transport="tcp")
+    StreamSource("rtsp://127.0.0.1/a", transport="tcp", backend="opencv")
     assert live.CAPTURE_OPTIONS_VAR not in os.environ  # OpenCV's own default is TCP
-    StreamSource("rtsp://127.0.0.1/b", transport="tcp")
+    StreamSource("rtsp://127.0.0.1/b", transport="tcp", backend="opencv")
     with pytest.raises(ConfigError, match="RTSP transport 'udp' conflicts with 'tcp'"):
-        StreamSource("rtsp://127.0.0.1/c", transport="udp")
+        StreamSource("rtsp://127.0.0.1/c", transport="udp", backend="opencv")
 
     monkeypatch.setattr(live, "_transport", None)
-    StreamSource("rtsp://127.0.0.1/d", transport="udp")
+    StreamSource("rtsp://127.0.0.1/d", transport="udp", backend="opencv")
     assert os.environ[live.CAPTURE_OPTIONS_VAR] == "rtsp_transport;udp"
 
     monkeypatch.setattr(live, "_transport", None)
     monkeypatch.setattr(live, "_capturing", True)  # a capture thread runs: no more writes
     monkeypatch.delenv(live.CAPTURE_OPTIONS_VAR)
     with pytest.raises(ConfigError, match="before the first capture"):
-        StreamSource("rtsp://127.0.0.1/e", transport="udp")
+        StreamSource("rtsp://127.0.0.1/e", transport="udp", backend="opencv")
     assert live.CAPTURE_OPTIONS_VAR not in os.environ
 
     monkeypatch.setattr(live, "_transport", None)
     monkeypatch.setenv(live.CAPTURE_OPTIONS_VAR, "rtsp_transport;udp|stimeout;100")  # the user's own choice wins
-    StreamSource("rtsp://127.0.0.1/f", transport="tcp")
+    StreamSource("rtsp://127.0.0.1/f", transport="tcp", backend="opencv")
     assert os.environ[live.CAPTURE_OPTIONS_VAR] == "rtsp_transport;udp|stimeout;100"
+
+
+def test_pyav_transport_is_per_source(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streamer.sources import live
+
+    monkeypatch.delenv(live.CAPTURE_OPTIONS_VAR, raising=False)
+    monkeypatch.setattr(live, "_transport", None)
+    tcp = StreamSource("rtsp://127.0.0.1/a", transport="tcp", backend="pyav")
+    udp = StreamSource("rtsp://127.0.0.1/b", transport="udp", backend="pyav")
+    assert (tcp.transport, udp.transport) == ("tcp", "udp")
+    assert live.CAPTURE_OPTIONS_VAR not in os.environ and live._transport is None

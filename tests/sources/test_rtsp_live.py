@@ -1,4 +1,6 @@
-"""Live RTSP against a real server on loopback: reconnects, stalls, timeouts, masking."""
+"""Live RTSP against a real server on loopback: reconnects, stalls, timeouts, masking.
+
+Every test runs on both capture backends (PyAV and OpenCV's FFmpeg backend)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import streamer
 from streamer.api import build_pipeline
 from streamer.sinks.base import Sink
 from streamer.sources.live import ReconnectPolicy, StreamSource
@@ -30,6 +33,11 @@ class Arrivals(Sink):
 
     def after(self, t: float) -> float | None:
         return next((x for x in self.times if x > t), None)
+
+
+@pytest.fixture(params=["pyav", "opencv"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -50,11 +58,14 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-def test_streams_again_after_three_server_restarts(server: RtspServer) -> None:
+def test_streams_again_after_three_server_restarts(server: RtspServer, backend: str) -> None:
     policy = ReconnectPolicy(stall_timeout_s=3, open_timeout_s=3)
-    source = StreamSource(server.url("cam"), policy=policy)
+    source = StreamSource(server.url("cam"), policy=policy, backend=backend)
     sink = Arrivals()
     pipeline = build_pipeline(source, DelayModel(0.02), sinks=[sink])
+    # The next attempt comes within the backoff (2 s by then), plus the backend's time to a
+    # first frame: OpenCV keeps FFmpeg's default probe, which waits for 1 s of live stream.
+    bound = 3.0 + (1.0 if backend == "opencv" else 0.0)
     pipeline.start()
     try:
         assert wait_for(lambda: len(sink.times) > 10, 20), "never streamed"
@@ -67,7 +78,7 @@ def test_streams_again_after_three_server_restarts(server: RtspServer) -> None:
             server.restart()
             back = time.monotonic()
             assert wait_for(lambda: sink.after(back) is not None, 10), f"round {round_}: no frame after restart"
-            assert sink.after(back) - back <= 3.0, f"round {round_}: {sink.after(back) - back:.2f} s to stream again"
+            assert sink.after(back) - back <= bound, f"round {round_}: {sink.after(back) - back:.2f} s to stream again"
             assert pipeline.alive()
         assert source.reconnects >= 3
     finally:
@@ -78,8 +89,8 @@ def test_streams_again_after_three_server_restarts(server: RtspServer) -> None:
 
 
 @pytest.mark.slow
-def test_hung_server_is_detected_within_stall_timeout(server: RtspServer) -> None:
-    source = StreamSource(server.url("cam"), policy=ReconnectPolicy(stall_timeout_s=2, open_timeout_s=2))
+def test_hung_server_is_detected_within_stall_timeout(server: RtspServer, backend: str) -> None:
+    source = StreamSource(server.url("cam"), policy=ReconnectPolicy(stall_timeout_s=2, open_timeout_s=2), backend=backend)
     source.open()
     try:
         assert wait_for(lambda: source.state == "streaming" and source.frames > 5, 20)
@@ -95,13 +106,14 @@ def test_hung_server_is_detected_within_stall_timeout(server: RtspServer) -> Non
 
 
 @pytest.mark.slow
-def test_silent_server_reconnects_within_stall_timeout(caplog: pytest.LogCaptureFixture) -> None:
+def test_silent_server_reconnects_within_stall_timeout(caplog: pytest.LogCaptureFixture, backend: str) -> None:
     """A server that accepts the connection and then sends nothing."""
     require_rtsp()
     caplog.set_level(logging.INFO, logger="streamer.sources.live")
     with RtspServer(silent_mounts=["quiet"]) as srv:
         source = StreamSource(srv.url("quiet"), policy=ReconnectPolicy(stall_timeout_s=2, open_timeout_s=2,
-                                                                      backoff_initial_s=0.1, backoff_max_s=0.2))
+                                                                      backoff_initial_s=0.1, backoff_max_s=0.2),
+                              backend=backend)
         t0 = time.monotonic()
         source.open()
         try:
@@ -114,11 +126,11 @@ def test_silent_server_reconnects_within_stall_timeout(caplog: pytest.LogCapture
             source.close()
 
 
-def test_unreachable_host_fails_each_attempt_within_open_timeout(caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_host_fails_each_attempt_within_open_timeout(caplog: pytest.LogCaptureFixture, backend: str) -> None:
     caplog.set_level(logging.WARNING, logger="streamer.sources.live")
     # 192.0.2.0/24 is TEST-NET-1: never routed, so a connect gets no answer at all.
     source = StreamSource("rtsp://192.0.2.1:554/cam", policy=ReconnectPolicy(
-        open_timeout_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.05))
+        open_timeout_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.05), backend=backend)
     t0 = time.monotonic()
     source.open()
     try:
@@ -130,13 +142,17 @@ def test_unreachable_host_fails_each_attempt_within_open_timeout(caplog: pytest.
 
 
 @pytest.mark.slow
-def test_credentials_never_appear_anywhere(tmp_path: Path) -> None:
+def test_credentials_never_appear_anywhere(tmp_path: Path, backend: str) -> None:
     """watch and monitor on rtsp://user:secret@...: no output, log, JSONL or page shows the password."""
     require_rtsp()
     password = "s3cr3t-pa55"
     with RtspServer({"cam": "sample:bikes"}, user="viewer", password=password) as srv:
         url = srv.url("cam", user="viewer", password=password)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # monitor has no per-run flag: the variable sets what capture.backend 'auto' means.
+        # The children run in tmp_path: PYTHONPATH makes them import this checkout's streamer.
+        root = str(Path(streamer.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", STREAMER_CAPTURE_BACKEND=backend, PYTHONPATH=path)
         watch = subprocess.Popen(
             [sys.executable, "-m", "streamer", "-v", "watch", url, "--no-window", "--status-interval", "1",
              "--jsonl", str(tmp_path / "w.jsonl"), "--record", str(tmp_path / "w.mp4")],
@@ -172,5 +188,6 @@ def test_credentials_never_appear_anywhere(tmp_path: Path) -> None:
             texts.append(f.read_text())
     assert all(password not in t for t in texts), [t[:200] for t in texts if password in t]
     assert "viewer:***@" in w_err and "viewer:***@" in wrong.stderr
+    assert f"reading through {backend} over tcp" in w_err, w_err[:600]
     assert wrong.returncode == 2 and "gave up after 1 reconnects" in wrong.stderr
     assert json.loads((tmp_path / "w.jsonl").read_text().splitlines()[0])["source"].startswith("rtsp://viewer:***@")
