@@ -289,7 +289,8 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     window = OverlayWindow(title=f"streamer - {cfg.source}", snapshot_dir=cfg.output.snapshots) if cfg.output.window else None
     if window is not None:
         check_display()  # before loading anything: say it at once
-    source = make_source(cfg.source, policy=cap.policy(), transport=cap.transport, realtime=True, loop=cap.loop)
+    source = make_source(cfg.source, policy=cap.policy(), transport=cap.transport, realtime=True, loop=cap.loop,
+                         backend=cap.backend)
     if isinstance(source, CameraSource):
         source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
     if not isinstance(source, LiveSource):

@@ -90,7 +90,7 @@ class Monitor:
             if not cam.enabled:
                 continue
             source = make_source(cam.url, policy=cap.policy(), transport=cap.transport, source_id=name,
-                                 realtime=True, loop=cap.loop)
+                                 realtime=True, loop=cap.loop, backend=cap.backend)
             if not isinstance(source, LiveSource):
                 raise ConfigError(f"camera '{name}': {cam.url} is not a live source (a URL, a webcam index, "
                                   "synthetic, or a video file)")
