@@ -424,7 +424,7 @@ class StreamSource(LiveSource):
         return masked if self.source_id == masked else f"{self.source_id} ({masked})"
 
     def open(self) -> None:
-        log.info("%s: reading through %s over %s", self._describe(), self.backend, self.transport)
+        log.info("%s: reading through %s over %s", self.describe(), self.backend, self.transport)
         super().open()
 
     def _read_timeout_s(self) -> float:
