@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -163,8 +164,11 @@ def inference_plan(model: Model, cfg: ModelConfig, files: bool) -> tuple[int, in
     return batch, workers
 
 
-def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
-    """Annotate a recorded source: every frame, in order, into the configured outputs."""
+def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True,
+                 on_frames: Callable[[int, int | None], object] | None = None) -> RunSummary:
+    """Annotate a recorded source: every frame, in order, into the configured outputs.
+
+    ``on_frames(done, total)`` is called about every 0.2 s (a Ray task reports its progress)."""
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
@@ -217,6 +221,8 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
             while not pipeline.join(timeout=0.2):
                 if progress is not None:
                     progress.update(counter.frames)
+                if on_frames is not None:
+                    on_frames(counter.frames, total)
         finally:
             pipeline.close()
     elapsed = time.monotonic() - started
