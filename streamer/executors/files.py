@@ -95,7 +95,8 @@ def remove_leftovers(job: FileJob) -> None:
             continue
         p = Path(final)
         if p.parent.is_dir():
-            for leftover in p.parent.glob(f".{p.stem}{TMP_MARK}*{p.suffix}"):
+            # The video writer's own ``.part`` file as well as ours.
+            for leftover in p.parent.glob(f".{p.stem}{TMP_MARK}*"):
                 leftover.unlink(missing_ok=True)
 
 
@@ -139,6 +140,7 @@ def annotate_file(cfg: PipelineConfig, job: FileJob, on_frames: Callable[[int, i
     finally:
         for temp in temps.values():
             Path(temp).unlink(missing_ok=True)
+            Path(temp + ".part").unlink(missing_ok=True)
     return {"name": job.name, "source": job.source, "frames": summary.frames, "seconds": summary.seconds,
             "lines": summary.lines}
 
