@@ -167,6 +167,10 @@ def _annotate(args: argparse.Namespace) -> int:
         return _run_job(cfg, not args.no_progress)
     if many and args.jsonl:
         raise ConfigError("--jsonl names one file; with several inputs every JSONL goes to the -o folder")
+    if cfg.executor.kind == "ray":
+        from streamer.executors.ray_cluster import require_ray
+
+        require_ray()  # say so before any folder is made
     out = args.output
     if not many and (out is None or Path(out).suffix.lower() in files.VIDEO_SUFFIXES):
         # One file on Ray: -o and --jsonl mean what they mean in-process.

@@ -106,8 +106,8 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     latency = HistogramMetricFamily(
         "streamer_camera_latency_seconds", "Capture-to-output latency of the camera's frames.", labels=cam_l
     )
-    info_f = f.gauge("streamer_camera_info", "Where the camera runs (always 1; the labels carry it): its Ray node "
-                     "id and IP, or 'local' in a single process.", ["camera", "node", "node_ip"])
+    info_f = f.gauge("streamer_camera_info", "Where the camera runs on a Ray cluster (always 1; the labels carry "
+                     "it): its node id and IP.", ["camera", "node", "node_ip"])
     in_view = f.gauge("streamer_tracks_in_view", "Confirmed tracks on the camera's newest frame.", cam_l)
     crossings = f.counter("streamer_line_crossings", "Tracks that crossed a counting line, per direction and class.",
                           ["camera", "line", "direction", "class"])
