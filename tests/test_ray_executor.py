@@ -178,15 +178,21 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
             browser.goto(base)
             browser.wait_for(f"document.body.dataset.ready === '1' && {PAINTED} && document.images.length === 4", 30)
             wait_until(lambda: browser.evaluate(STATES_JS) == dict.fromkeys(CAMERAS, "streaming"), 20, "4 live tiles")
-            time.sleep(1.0)
-            shot = cv2.imread(str(browser.screenshot(tmp_path / "four.png")))
-            views = browser.evaluate(
-                "Array.from(document.querySelectorAll('.tile')).map(t => { const r = t.querySelector('.view')"
-                ".getBoundingClientRect(); return [t.dataset.camera, r.left, r.top, r.width, r.height]; })")
-            for name, left, top, width, height in views:
-                region = shot[int(top):int(top + height), int(left):int(left + width)]
-                drawn = near_colour(region, class_colour(2)) + near_colour(region, class_colour(0))
-                assert drawn > 60, f"{name}: only {drawn} box-coloured pixels"
+            # Every tile shows boxes (some stretches of the clip have none: a few screenshots).
+            boxed: dict[str, int] = {}
+            for attempt in range(12):
+                time.sleep(1.0)
+                shot = cv2.imread(str(browser.screenshot(tmp_path / f"four-{attempt}.png")))
+                views = browser.evaluate(
+                    "Array.from(document.querySelectorAll('.tile')).map(t => { const r = t.querySelector('.view')"
+                    ".getBoundingClientRect(); return [t.dataset.camera, r.left, r.top, r.width, r.height]; })")
+                for name, left, top, width, height in views:
+                    region = shot[int(top):int(top + height), int(left):int(left + width)]
+                    drawn = near_colour(region, class_colour(2)) + near_colour(region, class_colour(0))
+                    boxed[name] = max(boxed.get(name, 0), drawn)
+                if all(boxed.get(name, 0) > 60 for name in CAMERAS):
+                    break
+            assert all(boxed.get(name, 0) > 60 for name in CAMERAS), f"box-coloured pixels per tile: {boxed}"
 
         # Lose a worker node that runs cameras (the head stays: this process is its driver).
         by_node: dict[str, list[str]] = {}

@@ -2,24 +2,25 @@
 
 ::
 
-    node A                                   node B
-    camera actors (capture + reconnect,      camera actors ...
-      letterbox, JPEG)                         │
-        │ float32 input, same node             ▼
-        ▼ (shared-memory object store)       inference actor (one per node or GPU)
-    inference actor: batches the cameras
-      of its node within batch_timeout_ms
+    node A                                      node B
+    camera actors: LiveSource (capture,         camera actors ...
+      reconnect), letterbox resize, JPEG          │
+        │ uint8 frame, same node                  ▼
+        ▼ (shared-memory object store)          inference actor (one per node or GPU)
+    inference actor: pads + normalizes, batches
+      the cameras of its node within batch_timeout_ms, model, decode/NMS
         │ detections + JPEG only
         ▼
-    driver: RayCameras (one call in flight per camera) ─▶ receive ─▶ track ─▶ render ─▶ sinks
+    driver: RayCameras (one collect call in flight per camera) ─▶ receive ─▶ track ─▶ render ─▶ sinks
             (CameraStats + dashboard, events, per-camera JSONL / recordings, /metrics)
 
 The driver side is an ordinary :class:`~streamer.pipeline.Pipeline` with ``LATEST_PER_KEY``
-queues, whose source is :class:`RayCameras`: it keeps exactly one ``step`` call in flight
-per camera actor and hands each result on as a frame that already carries its detections.
-A camera's next frame is only taken once its previous one came back, so latency stays
-flat however slow the model is: frames the camera delivered meanwhile are dropped at its
-newest-frame slot and counted, like every drop in the driver's queues.
+queues, whose source is :class:`RayCameras`: it keeps one ``collect`` call in flight per
+camera actor and hands each result on as a frame that already carries its detections.
+Latest frame wins end to end: a camera has at most one frame in the model, one letterboxed
+frame waiting for it and one result waiting for the driver, and at each of those places a
+newer frame replaces an older one and the replacement is counted (``dropped`` per camera,
+as in-process), so latency stays flat however slow the model is.
 
 Faults: camera actors restart anywhere (``max_restarts=-1``; SPREAD or a soft node
 preference), so a dead actor or node brings its cameras back on the nodes left, shown as
@@ -65,7 +66,11 @@ log = logging.getLogger(__name__)
 FRAME_WAIT_S = 0.25
 #: Pause before calling a camera actor again after it failed (Ray is restarting it).
 RETRY_AFTER_S = 0.5
-REMOTE_STAGES = ("capture", "preprocess", "tile", "infer", "postprocess", "ray")
+#: Stages timed per frame: on the camera actor (resize, handing the frame to the inference
+#: actor, JPEG), on the inference actor (model call per frame of its batch, decode/NMS),
+#: a frame's whole stay with the inference actor seen from the camera (batch wait, model,
+#: Ray's calls) and the driver's JPEG decode.
+REMOTE_STAGES = ("preprocess", "submit", "tile", "infer", "postprocess", "model_wait", "decode")
 
 
 @dataclass(slots=True)
@@ -121,7 +126,7 @@ class InferenceSlot:
 
 
 class RayCameras(Source):
-    """The cameras' actors as one live source: one step in flight per camera, results as frames."""
+    """The cameras' actors as one live source: one call in flight per camera, results as frames."""
 
     live = True
 
@@ -141,7 +146,7 @@ class RayCameras(Source):
         self.nodes_used: set[str] = set()
         ex = cfg.executor
         self.call_timeout_s = ex.call_timeout_s
-        self._step_deadline_s = FRAME_WAIT_S + 2 * ex.call_timeout_s + 2.0
+        self._step_deadline_s = FRAME_WAIT_S + ex.call_timeout_s + 2.0
         self._actor_cls = ray.remote(CameraWorker)
         self._infer_cls = ray.remote(InferenceWorker)
         self._next = 0
@@ -256,7 +261,7 @@ class RayCameras(Source):
             slot = self._inference_for(state)
             handle = slot.handle if slot is not None else None
             generation = slot.generation if slot is not None else 0
-            state.ref = state.handle.step.remote(handle, generation, FRAME_WAIT_S, self.call_timeout_s)
+            state.ref = state.handle.collect.remote(handle, generation, FRAME_WAIT_S, self.call_timeout_s)
             state.sent_at = now
 
     def read(self, timeout: float) -> Frame | None | object:
@@ -320,16 +325,15 @@ class RayCameras(Source):
             log.error("camera %s: %s", state.name, out["error"])
         if "jpeg" not in out or out["jpeg"] is None:
             return None
+        t0 = time.perf_counter()
         image = cv2.imdecode(np.frombuffer(out["jpeg"], np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return None
+        self.meters["decode"].record((time.perf_counter() - t0) * 1000.0)
         timings = out.get("timings_ms") or {}
-        for stage in ("capture", "preprocess", "tile", "infer", "postprocess"):
+        for stage in REMOTE_STAGES:
             if stage in timings:
                 self.meters[stage].record(float(timings[stage]))
-        work = sum(float(timings.get(k, 0.0)) for k in ("preprocess", "tile", "capture")) + float(
-            timings.get("model_wait", 0.0))
-        self.meters["ray"].record(max(0.0, (received - state.sent_at) * 1000.0 - work))
         batch = int(out.get("batch") or 1)
         self.items += 1
         self.batches += 1.0 / max(batch, 1)
@@ -479,11 +483,11 @@ class RayMonitor:
             if analytics is not None:
                 cameras[name].update(analytics.to_record(self.camera_stats.names))
         stages: dict[str, Any] = {}
-        for name in ("capture", "preprocess", "tile", "infer", "postprocess", "ray"):
+        for name in REMOTE_STAGES:
             s = src.meters[name].snapshot()
             stages[name] = {"processed": s.processed, "dropped": 0, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                             "fps": s.fps, "queue_depth": 0}
-        stages["capture"]["dropped"] = src.dropped
+        stages["preprocess"]["dropped"] = src.dropped
         for s in p.stats()[1:]:
             stages[s.name] = {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                               "fps": s.fps, "queue_depth": s.queue_depth}

@@ -17,6 +17,7 @@ monitor's infer stage does, and runs them as one model call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -31,7 +32,6 @@ import numpy as np
 from streamer.config import CaptureConfig, DetectConfig, ModelConfig
 from streamer.errors import ConfigError, SourceReadError
 from streamer.preprocess import letterbox_into, letterbox_params
-from streamer.sources.base import TIMEOUT
 from streamer.types import Detections, Frame, Letterbox, Result
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,23 @@ class InferenceWorker:
             **node_identity(),
         }
 
-    def infer(self, camera: str, model_input: np.ndarray | None, letterbox: Letterbox,
-              image: np.ndarray | None, timeout_s: float) -> dict[str, Any]:
-        """Detections of one camera frame (waits for its batch); raises after ``timeout_s``."""
-        frame = Frame(camera, 0, image if image is not None else _NO_IMAGE, None, 0.0)
-        pending = _Pending(Result(frame=frame, letterbox=letterbox, input=model_input))
+    def infer(self, camera: str, resized: np.ndarray, letterbox: Letterbox, whole: bool,
+              timeout_s: float) -> dict[str, Any]:
+        """Detections of one camera frame (waits for its batch); raises after ``timeout_s``.
+
+        ``resized``: the frame resized by the letterbox's scale, (h, w, 3) uint8 BGR, padded
+        and normalized here exactly as :func:`streamer.preprocess.letterbox_into` does after
+        its own resize; ``whole``: it is the frame itself, for a model that letterboxes on
+        its device.
+        """
+        if whole:
+            frame = Frame(camera, 0, resized, None, 0.0)
+            pending = _Pending(Result(frame=frame, letterbox=letterbox))
+        else:
+            placed = dataclasses.replace(letterbox, scale=1.0, source_hw=(resized.shape[0], resized.shape[1]))
+            model_input = letterbox_into(resized, placed, np.empty((3, *letterbox.input_hw), np.float32))
+            frame = Frame(camera, 0, _NO_IMAGE, None, 0.0)
+            pending = _Pending(Result(frame=frame, letterbox=letterbox, input=model_input))
         self._queue.put(pending)
         if not pending.done.wait(timeout_s):
             raise TimeoutError(f"inference of {camera} took more than {timeout_s:g} s")
@@ -166,8 +178,12 @@ _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 class CameraWorker:
     """One camera: the existing live source (capture, reconnect, backoff) plus preprocess.
 
-    ``step`` handles at most one frame at a time (a lock), so a camera never has more than
-    one frame in flight however the driver's calls overlap (a retried call after a timeout).
+    A loop thread keeps the camera's single frame in the model busy: while one frame is in
+    inference it letterboxes the newest frame into a one-frame slot (a newer frame replaces
+    it, counted), and submits it as soon as the previous one is back. Results wait in a
+    one-result outbox for the driver's ``collect`` (a newer result replaces an uncollected
+    one, counted). So a camera never has more than one frame in the model, and the model
+    never waits for the driver's round trip.
     """
 
     def __init__(self, name: str, url: str, capture: CaptureConfig, tile_quality: int) -> None:
@@ -184,16 +200,28 @@ class CameraWorker:
         self.source = source
         self.tile_quality = tile_quality
         self.identity = node_identity()
-        self._lock = threading.Lock()
+        self.replaced = 0  # letterboxed frames overtaken by a newer one before the model was free
+        self.uncollected = 0  # results overtaken by a newer one before the driver collected them
+        self._cond = threading.Condition()
+        self._outbox: dict[str, Any] | None = None
+        self._infer: Any = None
+        self._generation = 0
+        self._timeout_s = 10.0
+        self._infer_error: str | None = None
+        self._infer_wait: str | None = None
         self._geometry: dict[str, Any] | None = None
-        self._geometry_of: int | None = None
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
         self._ended = False
+        self._read_error: str | None = None
+        self._stop = threading.Event()
         source.open()
+        self._thread = threading.Thread(target=self._loop, name=f"streamer-ray-camera-{name}", daemon=True)
+        self._thread.start()
 
     def status(self) -> dict[str, Any]:
         s = self.source.status()
         s.update(self.identity)
+        s["dropped"] = int(s.get("dropped") or 0) + self.replaced + self.uncollected
         s["url"] = self.source._describe()
         s["fps_nominal"] = self.source.fps
         s["ended"] = self._ended
@@ -202,55 +230,120 @@ class CameraWorker:
             and self.source.reconnects > self.source.policy.max_reconnects)
         return s
 
-    def step(self, infer: Any, generation: int, wait_s: float, timeout_s: float) -> dict[str, Any]:
-        """The newest frame through the model: detections, a JPEG and timings, with status.
+    def collect(self, infer: Any, generation: int, wait_s: float, timeout_s: float) -> dict[str, Any]:
+        """The newest result not yet collected (waits up to ``wait_s``), with the status.
 
-        Without an inference actor (``infer`` None: the driver does not know this actor's
-        node yet) or without a frame within ``wait_s``, only the status comes back.
+        ``infer`` is the inference actor of this camera's node (None while the driver does
+        not know the node yet); a new ``generation`` replaces the one in use.
         """
+        with self._cond:
+            if generation != self._generation:
+                self._infer, self._generation, self._geometry = infer, generation, None
+                self._infer_error = self._infer_wait = None
+            self._timeout_s = timeout_s
+            if self._outbox is None and not self._ended:
+                self._cond.wait(wait_s)
+            out, self._outbox = self._outbox, None
+            infer_error, self._infer_error = self._infer_error, None
+            infer_wait = self._infer_wait
+        result: dict[str, Any] = out if out is not None else {}
+        result.update(status=self.status(), generation=generation)
+        if out is not None:
+            # Clocks of different machines do not agree: the driver gets the frame's age.
+            result["age_s"] = time.monotonic() - result.pop("captured_at")
+        if infer_error:
+            result["infer_error"] = infer_error
+        if infer_wait and out is None:
+            result["infer_wait"] = infer_wait
+        if self._read_error:
+            result["error"] = self._read_error
+        return result
+
+    # ---------------------------------------------------------------- the loop
+
+    def _loop(self) -> None:
         import ray
 
-        if not self._lock.acquire(timeout=timeout_s):
-            return {"status": self.status(), "busy": True}
-        try:
-            out: dict[str, Any] = {"generation": generation}
-            if infer is None or self._ended:
-                out["status"] = self.status()
-                return out
-            if self._geometry is None or self._geometry_of != generation:
-                try:
-                    self._geometry = ray.get(infer.describe.remote(), timeout=timeout_s)
-                    self._geometry_of = generation
-                    self._letterboxes.clear()
-                except ray.exceptions.GetTimeoutError:
-                    out.update(status=self.status(), infer_wait="the inference actor is still starting")
-                    return out
-                except ray.exceptions.RayError as exc:
-                    out.update(status=self.status(), infer_error=f"{type(exc).__name__}: {str(exc)[:200]}")
-                    return out
-            t0 = time.perf_counter()
+        prepared: tuple[Frame, Letterbox, np.ndarray, float] | None = None
+        pending: tuple[Any, dict[str, Any], float] | None = None
+        while not self._stop.is_set():
             try:
-                frame = self.source.read(wait_s)
+                infer, generation = self._current_infer()
+                if pending is None and prepared is not None and infer is not None:
+                    pending = self._submit(infer, generation, prepared)
+                    prepared = None
+                if pending is not None:
+                    ready, _ = ray.wait([pending[0]], timeout=0.004)
+                    if ready:
+                        self._deliver(pending, generation)
+                        pending = None
+                        continue
+                    if time.monotonic() - pending[2] > self._timeout_s:
+                        self._infer_wait = f"no inference result within {self._timeout_s:g} s"
+                        pending = None
+                        continue
+                if self._ended:
+                    self._stop.wait(0.05)
+                    continue
+                frame = self.source.read(0.004 if pending is not None else 0.05)
+                if frame is None:
+                    self._end(None)
+                elif isinstance(frame, Frame):
+                    if prepared is not None:
+                        self.replaced += 1
+                    prepared = self._prepare(frame)
+                    if prepared is None:
+                        self.replaced += 1  # the model's actor is not ready yet
             except SourceReadError as exc:
-                self._ended = True
-                out.update(status=self.status(), error=str(exc))
-                return out
-            if frame is None:
-                self._ended = True
-            if frame is None or frame is TIMEOUT:
-                out["status"] = self.status()
-                return out
-            assert isinstance(frame, Frame)
-            return self._through_model(frame, infer, out, timeout_s, t0)
-        finally:
-            self._lock.release()
+                self._end(str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad frame or call must not end the camera
+                log.warning("camera %s: %s: %s", self.name, type(exc).__name__, exc)
+                pending = None
+                self._stop.wait(0.1)
 
-    def _through_model(self, frame: Frame, infer: Any, out: dict[str, Any], timeout_s: float, t0: float) -> dict[str, Any]:
+    def _end(self, error: str | None) -> None:
+        with self._cond:
+            self._ended = True
+            self._read_error = error
+            self._cond.notify_all()
+
+    def _current_infer(self) -> tuple[Any, int]:
+        """The inference actor to use and its generation, after learning its input geometry."""
         import ray
 
+        with self._cond:
+            infer, generation, geometry = self._infer, self._generation, self._geometry
+        if infer is None or geometry is not None:
+            return (infer if geometry is not None else None), generation
+        try:
+            geometry = ray.get(infer.describe.remote(), timeout=self._timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self._infer_wait = "the inference actor is still starting"
+            return None, generation
+        except ray.exceptions.RayError as exc:
+            self._fail_infer(generation, exc)
+            return None, generation
+        with self._cond:
+            if self._generation == generation:
+                self._geometry = geometry
+                self._letterboxes.clear()
+                self._infer_wait = None
+        return None, generation  # the next turn uses it
+
+    def _fail_infer(self, generation: int, exc: BaseException) -> None:
+        with self._cond:
+            if self._generation == generation:
+                self._infer = None
+                self._infer_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self._cond.notify_all()
+
+    def _prepare(self, frame: Frame) -> tuple[Frame, Letterbox, np.ndarray, float] | None:
+        """Letterbox geometry and the resize (the costly part for large frames); the model's
+        actor pads and normalizes, so 1 byte per pixel crosses the object store, not 4."""
         geometry = self._geometry
-        assert geometry is not None
-        t_read = time.perf_counter()
+        if geometry is None:
+            return None
+        t0 = time.perf_counter()
         image = frame.image
         hw = (image.shape[0], image.shape[1])
         lb = self._letterboxes.get(hw)
@@ -258,36 +351,53 @@ class CameraWorker:
             lb = letterbox_params(hw, geometry["imgsz"], rect=geometry["rect"], stride=geometry["stride"])
             self._letterboxes[hw] = lb
         if geometry["device_preprocess"]:
-            ref = infer.infer.remote(self.name, None, lb, image, timeout_s)
+            resized = image
         else:
-            model_input = letterbox_into(image, lb, np.empty((3, *lb.input_hw), np.float32))
-            ref = infer.infer.remote(self.name, model_input, lb, None, timeout_s)
-        t_pre = time.perf_counter()
+            size = (int(round(hw[1] * lb.scale)), int(round(hw[0] * lb.scale)))
+            resized = image if size == (hw[1], hw[0]) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return frame, lb, np.ascontiguousarray(resized), (time.perf_counter() - t0) * 1000.0
+
+    def _submit(self, infer: Any, generation: int, prepared: tuple[Frame, Letterbox, np.ndarray, float]
+                ) -> tuple[Any, dict[str, Any], float]:
+        frame, lb, resized, pre_ms = prepared
+        t0 = time.perf_counter()
+        ref = infer.infer.remote(self.name, resized, lb, bool(self._geometry and self._geometry["device_preprocess"]),
+                                 self._timeout_s)
+        t1 = time.perf_counter()
         # The JPEG is made while the model runs: it costs no latency.
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.tile_quality])
-        t_tile = time.perf_counter()
+        ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.tile_quality])
+        t2 = time.perf_counter()
+        meta = {
+            "index": frame.index, "captured_at": frame.captured_at, "shape": frame.image.shape,
+            "jpeg": jpeg.tobytes() if ok else None, "names": (self._geometry or {}).get("names", ()),
+            "timings_ms": {"preprocess": pre_ms, "submit": (t1 - t0) * 1000.0, "tile": (t2 - t1) * 1000.0},
+        }
+        return ref, meta, time.monotonic()
+
+    def _deliver(self, pending: tuple[Any, dict[str, Any], float], generation: int) -> None:
+        import ray
+
+        ref, meta, sent = pending
         try:
-            detected = ray.get(ref, timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            out.update(status=self.status(), infer_wait=f"no inference result within {timeout_s:g} s")
-            return out
+            detected = ray.get(ref, timeout=self._timeout_s)
         except ray.exceptions.RayActorError as exc:
-            out.update(status=self.status(), infer_error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            return out
-        t_done = time.perf_counter()
-        out.update(
-            status=self.status(), index=frame.index, age_s=time.monotonic() - frame.captured_at,
-            jpeg=jpeg.tobytes() if ok else None, names=geometry["names"], shape=image.shape,
-            detections=detected["detections"], batch=detected["batch"],
-            timings_ms={
-                "capture": (t_read - t0) * 1000.0, "preprocess": (t_pre - t_read) * 1000.0,
-                "tile": (t_tile - t_pre) * 1000.0, "infer": detected["infer_ms"], "postprocess": detected["post_ms"],
-                "model_wait": (t_done - t_pre) * 1000.0,
-            },
-        )
-        return out
+            self._fail_infer(generation, exc)
+            return
+        except ray.exceptions.RayError as exc:
+            log.warning("camera %s: inference failed: %s", self.name, exc)
+            return
+        meta["timings_ms"].update(infer=detected["infer_ms"], postprocess=detected["post_ms"],
+                                  model_wait=(time.monotonic() - sent) * 1000.0)
+        meta.update(detections=detected["detections"], batch=detected["batch"])
+        with self._cond:
+            if self._outbox is not None:
+                self.uncollected += 1
+            self._outbox = meta
+            self._cond.notify_all()
 
     def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
         self.source.close()
 
 
