@@ -147,8 +147,11 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
 
     server = RtspServer({"cam1": "sample:bikes", "cam2": "sample:bikes", "cam3": "sample:bikes",
                          "cam4": "sample:bikes"}).start()
+    head = cluster.head_node.node_id
+    cameras: dict[str, Any] = {name: {"url": server.url(name), "jsonl": str(tmp_path / f"{name}.jsonl")} for name in CAMERAS}
+    cameras["cam1"]["node"] = head[:16]  # pinned (a node id prefix); the others spread
     cfg = from_dict({
-        "cameras": {name: {"url": server.url(name), "jsonl": str(tmp_path / f"{name}.jsonl")} for name in CAMERAS},
+        "cameras": cameras,
         "capture": {"stall_timeout_s": 2, "open_timeout_s": 2, "backoff_initial_s": 0.25, "backoff_max_s": 1},
         "model": {"threads": 1},
         "dashboard": {"port": 0},
@@ -169,6 +172,7 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
         stats = get_json(base + "api/stats")
         nodes = {c["node"] for c in stats["cameras"].values()}
         assert len(nodes) >= 2 and stats["nodes"] >= 2, stats["cameras"]
+        assert stats["cameras"]["cam1"]["node"] == head
         metrics = get_text(base + "metrics")
         for name, c in stats["cameras"].items():
             assert f'streamer_camera_info{{camera="{name}",node="{c["node"]}",node_ip="127.0.0.2"}} 1.0' in metrics
@@ -225,6 +229,22 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
         for name in moved:
             assert after[name]["reconnects"] >= 1
         print(f"cameras {moved} back on another node {recovery_s:.1f} s after the node was removed")
+
+        # A camera actor killed alone restarts (Ray, max_restarts=-1) and streams again.
+        frames = cams()["cam1"]["frames"]
+        ray.kill(monitor.source.cameras["cam1"].handle, no_restart=False)
+        wait_until(lambda: cams()["cam1"]["state"] == "streaming" and cams()["cam1"]["frames"] > frames + 2
+                   and cams()["cam1"]["actor_restarts"] >= 1, 15, "cam1 back after its actor was killed")
+
+        # An inference actor killed is replaced, and its node's cameras get detections again.
+        node = cams()["cam1"]["node"]
+        served = [n for n, c in cams().items() if c["node"] == node]
+        frames = {n: cams()[n]["frames"] for n in served}
+        ray.kill(monitor.source.inference[node][0].handle, no_restart=True)
+        wait_until(lambda: get_json(base + "api/stats")["model"]["inference_replaced"] >= 1, 15,
+                   "the dead inference actor replaced")
+        wait_until(lambda: all(cams()[n]["frames"] > frames[n] + 2 for n in served), 30,
+                   f"{served} through the new inference actor")
     finally:
         monitor.stop()
         server.stop()

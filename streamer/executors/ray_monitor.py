@@ -75,10 +75,32 @@ REMOTE_STAGES = ("preprocess", "submit", "tile", "infer", "postprocess", "model_
 
 @dataclass(slots=True)
 class RemoteFrame(Frame):
-    """A frame decoded from a camera actor's JPEG, with what the remote stages found."""
+    """A frame decoded from a camera actor's JPEG, with what the remote stages found.
+
+    ``image`` is None for a frame that came without a JPEG: no output needed its picture
+    (only the dashboard wants pictures, and it takes at most ``max_fps`` per camera).
+    """
 
     detections: Any = None
     names: tuple[str, ...] = ()
+
+
+class TileRenderStage(RenderStage):
+    """Draws on the frames that brought a picture; the others pass on undrawn."""
+
+    def process(self, item: Result) -> Result:
+        if item.frame.image is None:
+            return item
+        return super().process(item)
+
+
+def publish_pictures(hub: Any) -> Any:
+    """The dashboard's publish, skipping frames that came without a picture."""
+
+    def publish(camera: str, image: np.ndarray | None) -> object:
+        return hub.publish(camera, image) if image is not None else False
+
+    return publish
 
 
 class ReceiveStage(Stage):
@@ -169,8 +191,19 @@ class RayCameras(Source):
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
             if cam.resources:
                 options["resources"] = dict(cam.resources)
-            handle = self._actor_cls.options(**options).remote(name, cam.url, self.cfg.capture, ex.tile_quality)
+            handle = self._actor_cls.options(**options).remote(name, cam.url, self.cfg.capture, ex.tile_quality,
+                                                               self.tile_interval_s(cam))
             self.cameras[name] = CameraState(name, handle)
+
+    def tile_interval_s(self, cam: Any) -> float | None:
+        """Every frame's picture when a recording or the events need it; the dashboard's
+        rate when only it shows them; none otherwise (detections and counts only)."""
+        cfg = self.cfg
+        if cam.record or (cfg.events.track and (cfg.events.path or cfg.events.webhook)):
+            return 0.0
+        if cfg.dashboard.enabled:
+            return 1.0 / cfg.dashboard.max_fps
+        return None
 
     def close(self) -> None:
         for state in self.cameras.values():
@@ -323,13 +356,13 @@ class RayCameras(Source):
             return None
         if out.get("error"):
             log.error("camera %s: %s", state.name, out["error"])
-        if "jpeg" not in out or out["jpeg"] is None:
-            return None
-        t0 = time.perf_counter()
-        image = cv2.imdecode(np.frombuffer(out["jpeg"], np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            return None
-        self.meters["decode"].record((time.perf_counter() - t0) * 1000.0)
+        if "index" not in out:
+            return None  # status only: no new frame within the wait
+        image = None
+        if out.get("jpeg") is not None:
+            t0 = time.perf_counter()
+            image = cv2.imdecode(np.frombuffer(out["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+            self.meters["decode"].record((time.perf_counter() - t0) * 1000.0)
         timings = out.get("timings_ms") or {}
         for stage in REMOTE_STAGES:
             if stage in timings:
@@ -338,7 +371,7 @@ class RayCameras(Source):
         self.items += 1
         self.batches += 1.0 / max(batch, 1)
         captured_at = received - float(out.get("age_s", 0.0))
-        return RemoteFrame(state.name, int(out["index"]), image, None, captured_at,
+        return RemoteFrame(state.name, int(out["index"]), image, None, captured_at,  # type: ignore[arg-type]
                            detections=detections_from(out.get("detections")), names=tuple(out.get("names") or ()))
 
     def _update(self, state: CameraState, status: dict[str, Any]) -> None:
@@ -423,7 +456,7 @@ class RayMonitor:
             self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
             self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
                                           token=cfg.dashboard.token)
-        self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
+        self.camera_stats = CameraStats(names, publish_pictures(self.hub) if self.hub is not None else None)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
         ev = cfg.events
         self.events: EventSink | None = None
@@ -440,7 +473,7 @@ class RayMonitor:
         stages: list[Stage] = [ReceiveStage()]
         if track is not None:
             stages.append(TrackStage(track, self.source, live=True, geometry=geometry))
-        stages += [RenderStage(geometry=geometry), SinkStage(sinks)]
+        stages += [TileRenderStage(geometry=geometry), SinkStage(sinks)]
         self.pipeline = Pipeline(self.source, stages, queue=QueueConfig(size=len(names), policy=Policy.LATEST_PER_KEY),
                                  stage_timeout_s=cfg.stage_timeout_s)
         self.started_at = time.monotonic()

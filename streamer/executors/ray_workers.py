@@ -56,6 +56,7 @@ class _Pending:
     infer_ms: float = 0.0
     post_ms: float = 0.0
     error: BaseException | None = None
+    replaced: bool = False
 
 
 class InferenceWorker:
@@ -84,6 +85,11 @@ class InferenceWorker:
             stage.open()
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
+        # Cameras whose result just went back, and how long each takes to send its next
+        # frame (a moving average): see _next_batch.
+        self._transit_lock = threading.Lock()
+        self._returned: dict[str, float] = {}
+        self._gap_s: dict[str, float] = {}
         self.batches = 0
         self.items = 0
         self._thread = threading.Thread(target=self._run, name="streamer-ray-batcher", daemon=True)
@@ -108,6 +114,13 @@ class InferenceWorker:
         its own resize; ``whole``: it is the frame itself, for a model that letterboxes on
         its device.
         """
+        arrived = time.monotonic()
+        with self._transit_lock:
+            returned = self._returned.pop(camera, None)
+            if returned is not None:
+                gap = arrived - returned
+                previous = self._gap_s.get(camera)
+                self._gap_s[camera] = gap if previous is None else 0.7 * previous + 0.3 * gap
         if whole:
             frame = Frame(camera, 0, resized, None, 0.0)
             pending = _Pending(Result(frame=frame, letterbox=letterbox))
@@ -121,6 +134,8 @@ class InferenceWorker:
             raise TimeoutError(f"inference of {camera} took more than {timeout_s:g} s")
         if pending.error is not None:
             raise pending.error
+        if pending.replaced:
+            return {"replaced": True}
         det = pending.result.detections
         return {
             "detections": None if det is None else (det.xyxy, det.confidence, det.class_id),
@@ -131,7 +146,16 @@ class InferenceWorker:
         return {"batches": self.batches, "items": self.items}
 
     def _next_batch(self) -> list[_Pending]:
-        """Up to ``batch`` calls: the first, then whatever arrives within the batch timeout."""
+        """Up to ``batch`` calls: the first, then whatever arrives within the batch timeout,
+        and the next frame of every camera that is on its way.
+
+        In-process, the infer stage batches the newest frame of every camera that has one:
+        they wait in its queue. Here a camera whose result has just gone back already has
+        its next frame and is sending it; its call arrives a moment later (the frame's copy
+        into the object store, the call itself). So the batch also waits, beyond
+        ``batch_timeout_s``, for each camera returned less than twice its usual resend time
+        ago (at most ``MAX_TRANSIT_S``); a camera that is gone is waited for once, that long.
+        """
         try:
             first = self._queue.get(timeout=0.1)
         except queue.Empty:
@@ -139,11 +163,24 @@ class InferenceWorker:
         batch = [first]
         deadline = time.monotonic() + self._infer.batch_timeout_s
         while len(batch) < self._infer.batch_size:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            with self._transit_lock:
+                due = [t + min(MAX_TRANSIT_S, 2.0 * self._gap_s.get(cam, MAX_TRANSIT_S / 2) + 0.002)
+                       for cam, t in self._returned.items()]
+            until = max([deadline, *(d for d in due if d > now)])
+            remaining = until - now
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
+            same = next((i for i, p in enumerate(batch) if p.result.frame.source_id == item.result.frame.source_id), None)
+            if same is None:
+                batch.append(item)
+            else:
+                # One frame per camera in a model call: the newer one wins.
+                batch[same].replaced = True
+                batch[same].done.set()
+                batch[same] = item
         return batch
 
     def _run(self) -> None:
@@ -165,11 +202,20 @@ class InferenceWorker:
             except BaseException as exc:  # noqa: BLE001 - handed to every caller of this batch
                 for p in batch:
                     p.error = exc
+            released = time.monotonic()
+            with self._transit_lock:
+                for p in batch:
+                    self._returned[p.result.frame.source_id] = released
+                # Bounded: a camera that never comes back is forgotten after a while.
+                for cam in [c for c, t in self._returned.items() if released - t > 10 * MAX_TRANSIT_S]:
+                    del self._returned[cam]
             for p in batch:
                 p.done.set()
 
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
+#: The longest a batch waits for a camera whose next frame is on its way.
+MAX_TRANSIT_S = 0.05
 
 
 # ----------------------------------------------------------------------------- cameras
@@ -178,15 +224,15 @@ _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 class CameraWorker:
     """One camera: the existing live source (capture, reconnect, backoff) plus preprocess.
 
-    A loop thread keeps the camera's single frame in the model busy: while one frame is in
-    inference it letterboxes the newest frame into a one-frame slot (a newer frame replaces
-    it, counted), and submits it as soon as the previous one is back. Results wait in a
-    one-result outbox for the driver's ``collect`` (a newer result replaces an uncollected
-    one, counted). So a camera never has more than one frame in the model, and the model
-    never waits for the driver's round trip.
+    A loop thread sends the newest frame to the model as soon as the previous one is back
+    (the capture thread meanwhile keeps only the newest frame, counting the others as
+    dropped), so a camera never has more than one frame in the model. Results wait in a
+    one-result outbox for the driver's ``collect``; a newer result replaces an uncollected
+    one (counted), so the model never waits for the driver's round trip.
     """
 
-    def __init__(self, name: str, url: str, capture: CaptureConfig, tile_quality: int) -> None:
+    def __init__(self, name: str, url: str, capture: CaptureConfig, tile_quality: int,
+                 tile_interval_s: float | None = 0.0) -> None:
         from streamer.runtime import configure_threads
         from streamer.sources import make_source
         from streamer.sources.live import LiveSource
@@ -199,8 +245,12 @@ class CameraWorker:
         self.name = name
         self.source = source
         self.tile_quality = tile_quality
+        #: Seconds between JPEGs for the driver: 0 every frame (recordings, event snapshots),
+        #: 1 / the dashboard's max_fps when only the dashboard shows them, None never.
+        self.tile_interval_s = tile_interval_s
+        self._next_tile = 0.0
         self.identity = node_identity()
-        self.replaced = 0  # letterboxed frames overtaken by a newer one before the model was free
+        self.replaced = 0  # frames taken while the inference actor was not ready
         self.uncollected = 0  # results overtaken by a newer one before the driver collected them
         self._cond = threading.Condition()
         self._outbox: dict[str, Any] | None = None
@@ -262,43 +312,35 @@ class CameraWorker:
     # ---------------------------------------------------------------- the loop
 
     def _loop(self) -> None:
-        import ray
+        """Newest frame -> resize -> model -> outbox, again at once: when a result comes back
+        the capture thread already holds a newer frame, so the camera's next frame reaches
+        the inference actor moments later, and that actor waits for it (see
+        ``InferenceWorker._next_batch``) so batches across cameras stay full.
 
-        prepared: tuple[Frame, Letterbox, np.ndarray, float] | None = None
-        pending: tuple[Any, dict[str, Any], float] | None = None
+        (Keeping a second frame per camera waiting at the inference actor was tried: the
+        model is then never idle, but on two cores it ran no faster and latency doubled.)
+        """
         while not self._stop.is_set():
             try:
                 infer, generation = self._current_infer()
-                if pending is None and prepared is not None and infer is not None:
-                    pending = self._submit(infer, generation, prepared)
-                    prepared = None
-                if pending is not None:
-                    ready, _ = ray.wait([pending[0]], timeout=0.004)
-                    if ready:
-                        self._deliver(pending, generation)
-                        pending = None
-                        continue
-                    if time.monotonic() - pending[2] > self._timeout_s:
-                        self._infer_wait = f"no inference result within {self._timeout_s:g} s"
-                        pending = None
-                        continue
-                if self._ended:
+                if infer is None or self._ended:
                     self._stop.wait(0.05)
                     continue
-                frame = self.source.read(0.004 if pending is not None else 0.05)
+                frame = self.source.read(0.1)
                 if frame is None:
                     self._end(None)
-                elif isinstance(frame, Frame):
-                    if prepared is not None:
-                        self.replaced += 1
-                    prepared = self._prepare(frame)
-                    if prepared is None:
-                        self.replaced += 1  # the model's actor is not ready yet
+                    continue
+                if not isinstance(frame, Frame):
+                    continue
+                prepared = self._prepare(frame)
+                if prepared is None:
+                    self.replaced += 1
+                    continue
+                self._deliver(self._submit(infer, generation, prepared), generation)
             except SourceReadError as exc:
                 self._end(str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad frame or call must not end the camera
                 log.warning("camera %s: %s: %s", self.name, type(exc).__name__, exc)
-                pending = None
                 self._stop.wait(0.1)
 
     def _end(self, error: str | None) -> None:
@@ -365,11 +407,16 @@ class CameraWorker:
                                  self._timeout_s)
         t1 = time.perf_counter()
         # The JPEG is made while the model runs: it costs no latency.
-        ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.tile_quality])
+        jpeg = None
+        now = time.monotonic()
+        if self.tile_interval_s is not None and now >= self._next_tile:
+            self._next_tile = max(self._next_tile + self.tile_interval_s, now - self.tile_interval_s)
+            ok, buffer = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.tile_quality])
+            jpeg = buffer.tobytes() if ok else None
         t2 = time.perf_counter()
         meta = {
             "index": frame.index, "captured_at": frame.captured_at, "shape": frame.image.shape,
-            "jpeg": jpeg.tobytes() if ok else None, "names": (self._geometry or {}).get("names", ()),
+            "jpeg": jpeg, "names": (self._geometry or {}).get("names", ()),
             "timings_ms": {"preprocess": pre_ms, "submit": (t1 - t0) * 1000.0, "tile": (t2 - t1) * 1000.0},
         }
         return ref, meta, time.monotonic()
@@ -380,11 +427,17 @@ class CameraWorker:
         ref, meta, sent = pending
         try:
             detected = ray.get(ref, timeout=self._timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self._infer_wait = f"no inference result within {self._timeout_s:g} s"
+            return
         except ray.exceptions.RayActorError as exc:
             self._fail_infer(generation, exc)
             return
         except ray.exceptions.RayError as exc:
             log.warning("camera %s: inference failed: %s", self.name, exc)
+            return
+        if detected.get("replaced"):
+            self.replaced += 1  # a newer frame of this camera took its place in the batch
             return
         meta["timings_ms"].update(infer=detected["infer_ms"], postprocess=detected["post_ms"],
                                   model_wait=(time.monotonic() - sent) * 1000.0)
