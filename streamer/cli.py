@@ -50,16 +50,29 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="follow objects over time (ByteTrack, Ultralytics' bytetrack.yaml defaults): ids in labels and JSONL")
 
 
+def _add_executor_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--executor", default=default, choices=["local", "ray"],
+                   help="run in this process (local, the default) or on a Ray cluster (ray; pip install 'streamer[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster (auto: the one started here with 'ray start --head'; HOST:PORT: "
+                        "its head node); default: start a Ray instance on this machine. Implies --executor ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamer", description="Real-time video stream processing with object detection.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    ann = sub.add_parser("annotate", help="annotate a recorded video or images: every frame, in order")
-    ann.add_argument("source", help="video file, image, folder of images, or sample:NAME (bikes, carphone, bigbuckbunny)")
-    ann.add_argument("-o", "--output", default=None, help="annotated video file (default: out/<name>.mp4)")
-    ann.add_argument("--jsonl", default=None, help="JSONL detections file (default: out/<name>.jsonl)")
+    ann = sub.add_parser("annotate", help="annotate recorded videos or images: every frame, in order")
+    ann.add_argument("source", nargs="+",
+                     help="video file, image, folder of images, or sample:NAME (bikes, carphone, bigbuckbunny); "
+                          "several files or a folder of videos write OUTDIR/<name>.mp4 and .jsonl each")
+    ann.add_argument("-o", "--output", default=None,
+                     help="annotated video file (default: out/<name>.mp4); with several inputs, the output folder "
+                          "(default: out)")
+    ann.add_argument("--jsonl", default=None, help="JSONL detections file (default: out/<name>.jsonl; one input only)")
+    _add_executor_args(ann, default="local")
     ann.add_argument("--no-video", action="store_true", help="write no annotated video")
     ann.add_argument("--no-progress", action="store_true", help="print no progress line")
     _add_model_args(ann)
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
     mon.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the file (repeatable)")
+    _add_executor_args(mon, default=None)
 
     sub.add_parser("models", help="list the built-in models")
 
@@ -115,24 +129,79 @@ def _model_sections(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _annotate_config(args: argparse.Namespace) -> Any:
+def _executor_section(args: argparse.Namespace) -> dict[str, Any]:
+    kind = "ray" if args.ray_address else args.executor
+    if kind is None:
+        return {}
+    return {"executor": {"kind": kind, **({"address": args.ray_address} if args.ray_address else {})}}
+
+
+def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any:
     from streamer.config import from_dict
 
     from streamer.sources.file import IMAGE_SUFFIXES
 
-    name = Path(args.source.removeprefix("sample:")).stem or "output"
-    path = Path(args.source)
-    images = not args.source.startswith("sample:") and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
+    source = source if source is not None else args.source[0]
+    name = Path(source.removeprefix("sample:")).stem or "output"
+    path = Path(source)
+    images = not source.startswith("sample:") and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
     video = None if args.no_video or images else (args.output or f"out/{name}.mp4")
     image_dir = (args.output or f"out/{name}_annotated") if images and not args.no_video else None
     jsonl = args.jsonl or f"out/{name}.jsonl"
     data = {
         "job": "annotate",
-        "source": args.source,
+        "source": source,
         **_model_sections(args),
         "output": {"video": video, "jsonl": jsonl, "images": image_dir},
+        **_executor_section(args),
     }
     return from_dict(data)
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    """One input in-process: the single-file run as always. Several inputs, a folder of
+    videos or the Ray executor: one run per file into OUTDIR/<name>.mp4 and .jsonl."""
+    from streamer.executors import files
+
+    cfg = _annotate_config(args)
+    many = len(args.source) > 1 or any(_holds_videos(s) for s in args.source)
+    if not many and cfg.executor.kind == "local":
+        return _run_job(cfg, not args.no_progress)
+    if many and args.jsonl:
+        raise ConfigError("--jsonl names one file; with several inputs every JSONL goes to the -o folder")
+    if cfg.executor.kind == "ray":
+        from streamer.executors.ray_cluster import require_ray
+
+        require_ray()  # say so before any folder is made
+    out = args.output
+    if not many and (out is None or Path(out).suffix.lower() in files.VIDEO_SUFFIXES):
+        # One file on Ray: -o and --jsonl mean what they mean in-process.
+        jobs = [files.FileJob(args.source[0], files.output_name(args.source[0]), cfg.output.video, cfg.output.jsonl)]
+    else:
+        jobs = files.plan(list(args.source), out or "out", video=not args.no_video)
+    for job in jobs:
+        for final in (job.video, job.jsonl):
+            if final is not None:
+                Path(final).parent.mkdir(parents=True, exist_ok=True)
+    if cfg.executor.kind == "ray":
+        from streamer.executors.ray_annotate import run_annotate_ray
+
+        summary = run_annotate_ray(cfg, jobs, show_progress=not args.no_progress)
+    else:
+        summary = files.run_annotate_local(cfg, jobs, show_progress=not args.no_progress)
+    for line in summary.lines:
+        print(line)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _holds_videos(spec: str) -> bool:
+    from streamer.executors.files import videos_in
+    from streamer.sources import source_path
+
+    path = source_path(spec)
+    return path is not None and path.is_dir() and bool(videos_in(path))
 
 
 def _watch_config(args: argparse.Namespace) -> Any:
@@ -155,10 +224,23 @@ def _run_job(cfg: Any, show_progress: bool = True) -> int:
 
     if cfg.job == "watch":
         summary = run_watch(cfg)
+    elif cfg.job == "monitor" and cfg.executor.kind == "ray":
+        from streamer.executors.ray_monitor import run_monitor_ray
+
+        summary = run_monitor_ray(cfg)
     elif cfg.job == "monitor":
         from streamer.monitor import run_monitor
 
         summary = run_monitor(cfg)
+    elif cfg.executor.kind == "ray":
+        from streamer.executors.files import FileJob, output_name
+        from streamer.executors.ray_annotate import run_annotate_ray
+
+        job = FileJob(cfg.source, output_name(cfg.source), cfg.output.video, cfg.output.jsonl)
+        batch = run_annotate_ray(cfg, [job], show_progress=show_progress)
+        for line in batch.lines:
+            print(line)
+        return 130 if batch.interrupted else (1 if batch.failed else 0)
     else:
         summary = run_annotate(cfg, show_progress=show_progress)
     for line in summary.lines:
@@ -180,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "annotate":
-            return _run_job(_annotate_config(args), not args.no_progress)
+            return _annotate(args)
         if args.command == "watch":
             return _run_job(_watch_config(args))
         if args.command == "models":
@@ -201,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                     overrides.append(f"dashboard.{key}={json.dumps(value)}")
             if args.no_dashboard:
                 overrides.append("dashboard.enabled=false")
+            for key, value in _executor_section(args).get("executor", {}).items():
+                overrides.append(f"executor.{key}={json.dumps(value)}")
             cfg = load(args.pipeline, overrides)
             if cfg.job != "monitor":
                 raise ConfigError(f"{args.pipeline}: monitor needs a pipeline file with a cameras: section")

@@ -354,9 +354,16 @@ class CameraConfig:
     #: Counting lines and zones of this camera, in its own pixels (see PipelineConfig).
     lines: Any = None
     zones: Any = None
+    #: Ray executor only: the node this camera's actor prefers (a node IP or node id; when
+    #: that node is gone it moves to another), and Ray resources it needs (``{gpu_room: 1}``).
+    node: str | None = None
+    resources: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.url), "url is required for every camera")
+        _check(self.node is None or bool(self.node.strip()), "node must be a node IP or node id, but got ''")
+        for key, amount in (self.resources or {}).items():
+            _check(amount > 0, f"resources.{key} must be > 0, but got {amount}")
 
 
 @dataclass(frozen=True)
@@ -402,6 +409,40 @@ class EventsConfig:
                f"events.webhook must be an http:// or https:// URL, but got {self.webhook!r}")
 
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a job runs: ``local`` (this process, the default) or ``ray`` (a Ray cluster).
+
+    ``address`` None starts a Ray instance on this machine for the run; ``auto`` joins the
+    cluster started here with ``ray start --head``; ``HOST:PORT`` joins that head node.
+    The ``*_cpus`` are Ray's logical CPUs per actor or task (they decide how many fit on a
+    node, not how many threads run). ``call_timeout_s`` bounds every wait on a remote call;
+    ``file_retries`` is how often a file task is retried after its worker or node died.
+    """
+
+    kind: str = "local"
+    address: str | None = None
+    camera_cpus: float = 0.25
+    inference_cpus: float = 0.5
+    file_cpus: float = 1.0
+    call_timeout_s: float = 10.0
+    file_retries: int = 3
+    tile_quality: int = 85
+
+    def __post_init__(self) -> None:
+        _check(self.kind in EXECUTORS, f"executor.kind must be one of {list(EXECUTORS)}, but got {self.kind!r}")
+        _check(self.address is None or bool(self.address.strip()), "executor.address must not be empty (null: a local Ray)")
+        for name in ("camera_cpus", "inference_cpus", "file_cpus"):
+            value = getattr(self, name)
+            _check(0 <= value <= 1024, f"executor.{name} must be between 0 and 1024, but got {value}")
+        _check(self.call_timeout_s > 0, f"executor.call_timeout_s must be > 0, but got {self.call_timeout_s}")
+        _check(self.file_retries >= 0, f"executor.file_retries must be >= 0, but got {self.file_retries}")
+        _check(1 <= self.tile_quality <= 100, f"executor.tile_quality must be between 1 and 100, but got {self.tile_quality}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline file.
@@ -420,6 +461,7 @@ class PipelineConfig:
     cameras: dict[str, CameraConfig] | None = None
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     stage_timeout_s: float = 30.0
     #: ``true``, ``false`` or a mapping of :class:`TrackConfig` settings; absent: off, except
     #: in a monitor with events, lines or zones.

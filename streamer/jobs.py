@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -141,8 +142,11 @@ def _check_outputs(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
 
 
-def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True) -> RunSummary:
-    """Annotate a recorded source: every frame, in order, into the configured outputs."""
+def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: bool = True,
+                 on_frames: Callable[[int, int | None], object] | None = None) -> RunSummary:
+    """Annotate a recorded source: every frame, in order, into the configured outputs.
+
+    ``on_frames(done, total)`` is called about every 0.2 s (a Ray task reports its progress)."""
     err = err or sys.stderr
     _check_outputs(cfg)
     source = make_source(cfg.source)
@@ -190,6 +194,8 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
                 if stopper.stopped_at is not None and time.monotonic() - stopper.stopped_at > STOP_GRACE_S:
                     stuck = True  # close() gives up on the stuck stage and finalizes the outputs
                     break
+                if on_frames is not None:
+                    on_frames(counter.frames, total)
         finally:
             pipeline.close(timeout_s=2.0 if stuck else 10.0)
     elapsed = time.monotonic() - started

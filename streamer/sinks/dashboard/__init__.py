@@ -24,6 +24,8 @@ Routes (GET and HEAD; any other method is 405; anything else is 404):
 ``/metrics``                Prometheus text format 0.0.4 (OpenMetrics when the Accept header
                             asks for it): counters ``streamer_frames_total{camera}``,
                             ``streamer_dropped_frames_total``, ``streamer_reconnects_total``,
+                            ``streamer_camera_info{camera,node,node_ip}`` and ``streamer_nodes``
+                            (Ray executor),
                             the histogram ``streamer_camera_latency_seconds``, gauges
                             ``streamer_camera_up`` and ``streamer_camera_state{state}``,
                             stage and model metrics, the dashboard's own counters
@@ -51,7 +53,9 @@ may be ``None``; both are skipped in the metrics)::
                                               count per bound, then the total], "sum_s": float},
                         "dropped": int, "reconnects": int, "frames": int,
                         "url": str (already password-masked), "last_error": str | None,
-                        "size": str | None}},
+                        "size": str | None,
+                        "node": str | None, "node_ip": str | None (Ray executor: the camera's node)}},
+     "nodes": int (Ray executor: nodes the cameras ran on),
      "stages": {STAGE: {"processed": int, "dropped": int, "p50_ms": float, "p95_ms": float,
                         "fps": float, "queue_depth": int}}}
 

@@ -106,6 +106,8 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     latency = HistogramMetricFamily(
         "streamer_camera_latency_seconds", "Capture-to-output latency of the camera's frames.", labels=cam_l
     )
+    info_f = f.gauge("streamer_camera_info", "Where the camera runs on a Ray cluster (always 1; the labels carry "
+                     "it): its node id and IP.", ["camera", "node", "node_ip"])
     in_view = f.gauge("streamer_tracks_in_view", "Confirmed tracks on the camera's newest frame.", cam_l)
     crossings = f.counter("streamer_line_crossings", "Tracks that crossed a counting line, per direction and class.",
                           ["camera", "line", "direction", "class"])
@@ -116,6 +118,8 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
         cam = _mapping(cam)
         current = cam.get("state")
         up.add([name], 1 if current == "streaming" else 0)
+        if "node" in cam:
+            info_f.add([name, str(cam.get("node") or ""), str(cam.get("node_ip") or "")], 1)
         states = list(CAMERA_STATES)
         if isinstance(current, str) and current not in states:
             states.append(current)
@@ -166,6 +170,7 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     f.gauge("streamer_model_batch_size_mean", "Mean inference batch size.").add([], model.get("batch_size_mean"))
     f.counter("streamer_model_batches", "Inference batches run.").add([], model.get("batches"))
     f.gauge("streamer_uptime_seconds", "Seconds since the pipeline started.").add([], stats.get("uptime_s"))
+    f.gauge("streamer_nodes", "Ray nodes the cameras run on (absent in a single process).").add([], stats.get("nodes"))
 
     board = _mapping(dashboard)
     jpegs = f.counter("streamer_dashboard_jpeg_frames", "Frames JPEG-encoded for the dashboard.", cam_l)
