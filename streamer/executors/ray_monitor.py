@@ -487,13 +487,14 @@ class RayMonitor:
         """
         p = self.pipeline
         src = self.source
+        pipeline_stats = p.stats()
         cameras: dict[str, Any] = {}
         for name in self.names:
             state = src.cameras.get(name)
             st = state.status if state is not None else {}
             meter = self.camera_stats.meters[name]
             p50, p95 = meter.percentiles()
-            queue_drops = sum(q.dropped_by_key.get(name, 0) for q in p.queues)
+            queue_drops = pipeline_stats.dropped_by_source.get(name, 0)
             cameras[name] = {
                 "state": src.camera_state(name) if state is not None else CONNECTING,
                 "fps": round(meter.fps(), 2),
@@ -521,7 +522,7 @@ class RayMonitor:
             stages[name] = {"processed": s.processed, "dropped": 0, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                             "fps": s.fps, "queue_depth": 0}
         stages["preprocess"]["dropped"] = src.dropped
-        for s in p.stats()[1:]:
+        for s in list(pipeline_stats)[1:]:
             stages[s.name] = {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
                               "fps": s.fps, "queue_depth": s.queue_depth}
         info = src.model_info or {}

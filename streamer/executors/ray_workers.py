@@ -63,7 +63,7 @@ class InferenceWorker:
     """One model on one node (or one GPU), shared by the cameras there, batching across them."""
 
     def __init__(self, model_cfg: ModelConfig, detect: DetectConfig, batch: int, batch_timeout_s: float) -> None:
-        from streamer.jobs import inference_plan
+        from streamer.compose import inference_plan
         from streamer.models import configure, load_model
         from streamer.runtime import configure_threads
         from streamer.stages import InferStage, PostprocessStage, PreprocessStage
@@ -272,7 +272,7 @@ class CameraWorker:
         s = self.source.status()
         s.update(self.identity)
         s["dropped"] = int(s.get("dropped") or 0) + self.replaced + self.uncollected
-        s["url"] = self.source._describe()
+        s["url"] = self.source.describe()
         s["fps_nominal"] = self.source.fps
         s["ended"] = self._ended
         s["max_reconnects_exceeded"] = bool(
@@ -315,7 +315,7 @@ class CameraWorker:
         """Newest frame -> resize -> model -> outbox, again at once: when a result comes back
         the capture thread already holds a newer frame, so the camera's next frame reaches
         the inference actor moments later, and that actor waits for it (see
-        ``InferenceWorker._next_batch``) so batches across cameras stay full.
+        the inference worker's batching) so batches across cameras stay full.
 
         (Keeping a second frame per camera waiting at the inference actor was tried: the
         model is then never idle, but on two cores it ran no faster and latency doubled.)
