@@ -222,16 +222,22 @@ class Monitor:
             self.hub.close()
 
 
-def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
-    err = err or sys.stderr
-    monitor = Monitor(cfg)
+def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,
+          headline: Callable[[RunSummary, float], str], extra: Callable[[], list[str]] = list) -> RunSummary:
+    """Run a started-to-be monitor until it ends, a signal or ``duration_s``; its summary.
+
+    Shared by the in-process and the Ray monitor: status lines every
+    ``output.status_interval_s``, the dashboard's address on stdout, a graceful stop, and
+    the same summary (``headline`` first, then each camera's line, ``extra``, the source's
+    note, failed outputs and the files written).
+    """
     started = time.monotonic()
     interval = cfg.output.status_interval_s
     monitor.start()
     if monitor.server is not None:
         err.write(f"dashboard: {monitor.server.url}\n")
         print(f"dashboard: {monitor.server.url}", flush=True)
-    err.write(f"monitoring {len(monitor.cameras)} cameras: {', '.join(monitor.cameras)} (Ctrl+C stops)\n")
+    err.write(banner + "\n")
     err.flush()
     next_status = time.monotonic() + interval
     try:
@@ -250,8 +256,7 @@ def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: f
     monitor.pipeline.raise_error()
     elapsed = time.monotonic() - started
     summary = RunSummary(monitor.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
-    summary.lines = [f"processed {summary.frames} frames from {len(monitor.cameras)} cameras in {elapsed:.0f}s "
-                     f"({summary.fps:.1f} fps in total)", *lines]
+    summary.lines = [headline(summary, elapsed), *lines, *extra()]
     source_note = monitor.source.summary()
     if source_note:
         summary.lines.append(source_note)
@@ -261,3 +266,14 @@ def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: f
         if note:
             summary.lines.append(f"wrote {note}")
     return summary
+
+
+def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
+    monitor = Monitor(cfg)
+    names = list(monitor.cameras)
+    return drive(
+        monitor, cfg, err or sys.stderr, duration_s=duration_s,
+        banner=f"monitoring {len(names)} cameras: {', '.join(names)} (Ctrl+C stops)",
+        headline=lambda run, elapsed: (f"processed {run.frames} frames from {len(names)} cameras in {elapsed:.0f}s "
+                                       f"({run.fps:.1f} fps in total)"),
+    )

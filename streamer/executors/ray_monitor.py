@@ -45,8 +45,8 @@ from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.executors import ray_cluster
 from streamer.executors.ray_workers import CameraWorker, InferenceWorker, detections_from
-from streamer.jobs import RunSummary, StopOnSignal, sink_failure_lines
-from streamer.monitor import CameraStats
+from streamer.jobs import RunSummary
+from streamer.monitor import CameraStats, drive
 from streamer.pipeline import Pipeline, QueueConfig, Stage
 from streamer.queues import Policy
 from streamer.runtime import configure_threads
@@ -584,49 +584,23 @@ class RayMonitor:
 
 def run_monitor_ray(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
     """``streamer monitor`` with ``executor.kind: ray``: the same lines and summary as in-process."""
-    err = err or sys.stderr
     with ray_cluster.connected(cfg.executor) as ray:
         nodes = ray_cluster.alive_nodes(ray)
         monitor = RayMonitor(cfg, ray)
-        started = time.monotonic()
-        interval = cfg.output.status_interval_s
-        monitor.start()
-        if monitor.server is not None:
-            err.write(f"dashboard: {monitor.server.url}\n")
-            print(f"dashboard: {monitor.server.url}", flush=True)
-        err.write(f"monitoring {len(monitor.names)} cameras on a Ray cluster of {len(nodes)} node(s): "
-                  f"{', '.join(monitor.names)} (Ctrl+C stops)\n")
-        err.flush()
-        next_status = time.monotonic() + interval
-        try:
-            with StopOnSignal(monitor.pipeline, err) as stopper:
-                while not monitor.pipeline.join(timeout=0.2):
-                    now = time.monotonic()
-                    if duration_s is not None and now - started >= duration_s:
-                        monitor.pipeline.stop()
-                    if now >= next_status:
-                        next_status = now + interval
-                        err.write("\n".join(monitor.status_lines()) + "\n")
-                        err.flush()
-        finally:
-            lines = monitor.status_lines()
-            monitor.stop()
-        monitor.pipeline.raise_error()
-        elapsed = time.monotonic() - started
-        summary = RunSummary(monitor.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
-        used = monitor.source.nodes_used
-        summary.lines = [f"processed {summary.frames} frames from {len(monitor.names)} cameras on {len(used)} Ray "
-                         f"node(s) in {elapsed:.0f}s ({summary.fps:.1f} fps in total)", *lines]
-        moves = collections.Counter({n: s.moves for n, s in monitor.source.cameras.items() if s.moves})
-        if moves:
-            summary.lines.append("moved to another node: " + ", ".join(f"{n} {k}x" for n, k in moves.items()))
-        note = monitor.source.summary()
-        if note:
-            summary.lines.append(note)
-        summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
-        for sink in (*monitor.camera_outputs, monitor.events):
-            text = sink.summary() if sink is not None else None
-            if text:
-                summary.lines.append(f"wrote {text}")
-        return summary
+        names = monitor.names
 
+        def headline(run: RunSummary, elapsed: float) -> str:
+            used = monitor.source.nodes_used
+            return (f"processed {run.frames} frames from {len(names)} cameras on {len(used)} Ray "
+                    f"node(s) in {elapsed:.0f}s ({run.fps:.1f} fps in total)")
+
+        def moved() -> list[str]:
+            moves = collections.Counter({n: s.moves for n, s in monitor.source.cameras.items() if s.moves})
+            return ["moved to another node: " + ", ".join(f"{n} {k}x" for n, k in moves.items())] if moves else []
+
+        return drive(
+            monitor, cfg, err or sys.stderr, duration_s=duration_s,
+            banner=(f"monitoring {len(names)} cameras on a Ray cluster of {len(nodes)} node(s): "
+                    f"{', '.join(names)} (Ctrl+C stops)"),
+            headline=headline, extra=moved,
+        )
