@@ -77,7 +77,40 @@ class CameraStats(Sink):
             self.publish(camera, result.image)
 
 
-class Monitor:
+class MonitorRun:
+    """Start and stop of a monitor (in-process or on Ray): the pipeline, then the dashboard.
+
+    Needs ``pipeline``, ``server`` and ``hub``. Stopping is graceful for ``STOP_GRACE_S``;
+    a stage stuck past it is given up on and the outputs that can be finalized are.
+    """
+
+    pipeline: Pipeline
+    server: Any
+    hub: Any
+    started_at: float
+
+    def start(self) -> None:
+        self.pipeline.open()
+        if self.server is not None:
+            try:
+                self.server.start()
+            except BaseException:
+                self.pipeline.close()
+                raise
+        self.started_at = time.monotonic()
+        self.pipeline.start()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        stopped = self.pipeline.join(timeout=STOP_GRACE_S)
+        self.pipeline.close(timeout_s=10.0 if stopped else 2.0)
+        if self.server is not None:
+            self.server.stop()
+        if self.hub is not None:
+            self.hub.close()
+
+
+class Monitor(MonitorRun):
     """Builds and runs a monitoring pipeline from a config; exposes its stats."""
 
     def __init__(self, cfg: PipelineConfig) -> None:
@@ -198,28 +231,6 @@ class Monitor:
         m = stats["model"]
         lines.append(f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}")
         return lines
-
-    # ------------------------------------------------------------------ run
-
-    def start(self) -> None:
-        self.pipeline.open()
-        if self.server is not None:
-            try:
-                self.server.start()
-            except BaseException:
-                self.pipeline.close()
-                raise
-        self.started_at = time.monotonic()
-        self.pipeline.start()
-
-    def stop(self) -> None:
-        self.pipeline.stop()
-        stopped = self.pipeline.join(timeout=STOP_GRACE_S)
-        self.pipeline.close(timeout_s=10.0 if stopped else 2.0)
-        if self.server is not None:
-            self.server.stop()
-        if self.hub is not None:
-            self.hub.close()
 
 
 def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,

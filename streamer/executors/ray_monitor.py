@@ -46,7 +46,7 @@ from streamer.errors import ConfigError
 from streamer.executors import ray_cluster
 from streamer.executors.ray_workers import CameraWorker, InferenceWorker, detections_from
 from streamer.jobs import RunSummary
-from streamer.monitor import CameraStats, drive
+from streamer.monitor import CameraStats, MonitorRun, drive
 from streamer.pipeline import Pipeline, QueueConfig, Stage
 from streamer.queues import Policy
 from streamer.runtime import configure_threads
@@ -426,7 +426,7 @@ class RayCameras(Source):
         return "; ".join(parts) or None
 
 
-class RayMonitor:
+class RayMonitor(MonitorRun):
     """The monitor's driver on Ray: the same sinks, stats and dashboard as in-process."""
 
     def __init__(self, cfg: PipelineConfig, ray: ModuleType) -> None:
@@ -558,28 +558,6 @@ class RayMonitor:
         lines.append(f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}, "
                      f"{m['inference_actors']} inference actor(s) on {stats['nodes']} node(s)")
         return lines
-
-    # ------------------------------------------------------------------ run
-
-    def start(self) -> None:
-        self.pipeline.open()
-        if self.server is not None:
-            try:
-                self.server.start()
-            except BaseException:
-                self.pipeline.close()
-                raise
-        self.started_at = time.monotonic()
-        self.pipeline.start()
-
-    def stop(self) -> None:
-        self.pipeline.stop()
-        self.pipeline.join(timeout=10.0)
-        self.pipeline.close()
-        if self.server is not None:
-            self.server.stop()
-        if self.hub is not None:
-            self.hub.close()
 
 
 def run_monitor_ray(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
