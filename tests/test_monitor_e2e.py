@@ -50,6 +50,22 @@ def near_colour(region: np.ndarray, bgr: tuple[int, int, int], tol: int = 30) ->
     return int((np.abs(region.astype(np.int16) - np.array(bgr, np.int16)).max(axis=2) < tol).sum())
 
 
+def launch_monitor(tmp_path: Path, cfg: dict[str, Any]) -> subprocess.Popen[str]:
+    """``streamer monitor`` on ``cfg`` (written to tmp_path/monitor.yaml) as a real process."""
+    (tmp_path / "monitor.yaml").write_text(json.dumps(cfg))
+    return subprocess.Popen([sys.executable, "-m", "streamer", "monitor", str(tmp_path / "monitor.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def dashboard_url(proc: subprocess.Popen[str]) -> str:
+    """The dashboard address the monitor prints first (what it said instead, if it ended)."""
+    line = proc.stdout.readline() if proc.stdout else ""
+    match = re.search(r"dashboard: (http://\S+)", line)
+    assert match, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+    return match.group(1)
+
+
 @pytest.mark.slow
 def test_four_cameras_dashboard_reconnect_and_events(tmp_path: Path) -> None:
     require_rtsp()
@@ -65,15 +81,9 @@ def test_four_cameras_dashboard_reconnect_and_events(tmp_path: Path) -> None:
         "events": {"track": ["person"], "min_confidence": 0.4, "min_frames": 2, "gone_after_s": 1.0,
                    "path": str(tmp_path / "events.jsonl"), "snapshots": str(tmp_path / "snaps")},
     }
-    (tmp_path / "monitor.yaml").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "monitor", str(tmp_path / "monitor.yaml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = launch_monitor(tmp_path, cfg)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r"dashboard: (http://\S+)", line)
-        assert match, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
-        base = match.group(1)
+        base = dashboard_url(proc)
 
         def streaming(names: list[str]) -> bool:
             cams = get_json(base + "api/stats")["cameras"]

@@ -6,11 +6,9 @@ counts reach /api/stats, /metrics and the page."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from streamer import assets
 from tests.conftest import require_tool
 from tests.rtsp import RtspServer, require_rtsp
-from tests.test_monitor_e2e import PAINTED, get_json, get_text, wait_until
+from tests.test_monitor_e2e import PAINTED, dashboard_url, get_json, get_text, launch_monitor, wait_until
 
 COUNTS_JS = "document.querySelector('.tile[data-camera=\"{}\"] .counts').textContent"
 
@@ -55,16 +53,10 @@ def test_two_people_two_events_and_counts_everywhere(tmp_path: Path) -> None:
         "events": {"track": ["person"], "min_confidence": 0.5, "min_frames": 3, "gone_after_s": 1.5,
                    "path": str(tmp_path / "events.jsonl"), "snapshots": str(tmp_path / "snaps")},
     }
-    (tmp_path / "monitor.yaml").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "monitor", str(tmp_path / "monitor.yaml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = launch_monitor(tmp_path, cfg)
     out = err = ""
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r"dashboard: (http://\S+)", line)
-        assert match, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
-        base = match.group(1)
+        base = dashboard_url(proc)
 
         def yard_people() -> int:
             return get_json(base + "api/stats")["cameras"]["yard"].get("zones", {}).get("lawn", {}).get("person", 0)
