@@ -9,7 +9,8 @@ Sections (ratios are only meaningful within one run on one machine):
 
 * model only: the model in a tight loop on 64 prepared bikes frames, per backend and per
   configuration (batch; calls in flight x threads each), including annotate's default;
-* end to end: ``annotate`` on the sample clips (decode → encode), per-stage medians;
+* end to end: ``annotate`` on the sample clips (decode → encode), per-stage medians; on bikes
+  also without the video file (JSONL only), to show what H.264 encoding costs;
 * naive loop: one thread doing read, letterbox, infer, decode, draw, write on the same clip;
 * Ultralytics ``predict(stream=True)`` on the same model file and clip (when a Python with
   ultralytics is given);
@@ -155,11 +156,11 @@ def bench_model_only(configs: dict[str, tuple[str, int, int, int]], x: np.ndarra
     return out
 
 
-def bench_annotate(clip: str, backend: str, tmp: Path) -> dict[str, Any]:
-    cfg = from_dict({
-        "job": "annotate", "source": clip, "model": {"backend": backend},
-        "output": {"video": str(tmp / f"{clip[7:]}.mp4"), "jsonl": str(tmp / f"{clip[7:]}.jsonl")},
-    })
+def bench_annotate(clip: str, backend: str, tmp: Path, video: bool = True) -> dict[str, Any]:
+    output = {"jsonl": str(tmp / f"{clip[7:]}.jsonl")}
+    if video:
+        output["video"] = str(tmp / f"{clip[7:]}.mp4")
+    cfg = from_dict({"job": "annotate", "source": clip, "model": {"backend": backend}, "output": output})
     summary = run_annotate(cfg, err=io.StringIO(), show_progress=False)
     stages = next((line for line in summary.lines if line.startswith("stage times")), "")
     return {"frames": summary.frames, "seconds": round(summary.seconds, 3), "fps": round(summary.fps, 2),
@@ -515,6 +516,9 @@ def bench_model_sections(report: dict[str, Any], rounds: int, repeat: int, ultra
             naive_before = bench_naive("sample:bikes", Path(tmp), streamer_kernels=False)
             e2e = bench_annotate("sample:bikes", "auto", Path(tmp))
             keep("annotate/sample:bikes", e2e)
+            # The same run without the H.264 file (JSONL only): what writing video costs.
+            e2e_jsonl = bench_annotate("sample:bikes", "auto", Path(tmp), video=False)
+            keep("annotate/sample:bikes, JSONL only", e2e_jsonl)
             after = bench_model_only({default_config: configs[default_config]}, x)[default_config]
             naive_after = bench_naive("sample:bikes", Path(tmp), streamer_kernels=False)
             keep("naive", naive_before)
@@ -526,6 +530,7 @@ def bench_model_sections(report: dict[str, Any], rounds: int, repeat: int, ultra
             best_model = max(max(v["fps"] for k, v in model_only.items() if "fps" in v and k.startswith("onnxruntime")),
                              model_fps)
             ratios.setdefault("e2e_over_model_only_same_config", []).append(e2e["fps"] / model_fps)
+            ratios.setdefault("e2e_without_video_over_model_only_same_config", []).append(e2e_jsonl["fps"] / model_fps)
             ratios.setdefault("e2e_over_fastest_model_only", []).append(e2e["fps"] / best_model)
             ratios.setdefault("e2e_over_naive", []).append(e2e["fps"] / naive_fps)
             ratios.setdefault("e2e_over_naive_with_streamer_kernels", []).append(e2e["fps"] / naive_k["fps"])

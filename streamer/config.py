@@ -166,15 +166,17 @@ class OutputConfig:
     video_crf: int = 23
     #: x264 preset: slower presets make smaller files for the same quality at more CPU.
     video_preset: str = "superfast"
-    #: Encoder threads (0: FFmpeg decides); one leaves the cores to the model.
-    video_threads: int = 1
+    #: Encoder threads (0: FFmpeg decides). Unset: one on a machine with two cores or fewer
+    #: (the cores are the model's), else FFmpeg decides.
+    video_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.status_interval_s > 0, f"output.status_interval_s must be > 0, but got {self.status_interval_s}")
         _check(0 <= self.video_crf <= 51, f"output.video_crf must be between 0 and 51, but got {self.video_crf}")
         _check(self.video_preset in X264_PRESETS,
                f"output.video_preset must be one of {list(X264_PRESETS)}, but got {self.video_preset!r}")
-        _check(self.video_threads >= 0, f"output.video_threads must be >= 0, but got {self.video_threads}")
+        _check(self.video_threads is None or self.video_threads >= 0,
+               f"output.video_threads must be >= 0, but got {self.video_threads}")
 
     def video_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`streamer.sinks.video.VideoSink` for the encoder."""

@@ -95,6 +95,55 @@ def even_crop(image: np.ndarray) -> np.ndarray:
     return image[: h - h % 2, : w - w % 2]
 
 
+def encoder_threads(threads: int | None, cores: int | None = None) -> int:
+    """x264 threads for ``threads`` (None: the default for this machine).
+
+    On two cores or fewer one thread: the model needs the cores, and x264 at a fast preset
+    keeps up on one (the end-to-end figures in scripts/bench_video.py are no better with
+    more). With more cores FFmpeg decides (0): one thread encodes 1080p at about 35 frames a
+    second at ``superfast``, which would cap a pipeline whose model runs faster (a GPU).
+    """
+    if threads is not None:
+        return threads
+    return 1 if (cores if cores is not None else os.cpu_count() or 1) <= 2 else 0
+
+
+class Yuv420Converter:
+    """BGR pictures into yuv420p ``av.VideoFrame`` s, through OpenCV's BT.601 conversion.
+
+    ``VideoFrame.from_ndarray(..., "bgr24")`` copies the picture row by row and leaves the
+    conversion to the encoder's swscale pass; converting with OpenCV into one reused I420
+    buffer and copying its planes costs about 10 % less of the whole encode (640x272 2.18 vs
+    2.42 ms, 1080p 25.1 vs 28.3 ms of CPU per frame with x264 ``superfast``). Both use the
+    BT.601 limited-range matrix swscale assumes for untagged video; they differ by rounding
+    (at most 2 levels).
+    """
+
+    def __init__(self, width: int, height: int) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p needs an even width and height, but got {width}x{height}")
+        self.width, self.height = width, height
+        self._i420 = np.empty((height * 3 // 2, width), np.uint8)
+        luma = width * height
+        chroma = luma // 4
+        flat = self._i420.reshape(-1)
+        self._planes = (
+            self._i420[:height],
+            flat[luma:luma + chroma].reshape(height // 2, width // 2),
+            flat[luma + chroma:].reshape(height // 2, width // 2),
+        )
+
+    def __call__(self, image: np.ndarray) -> av.VideoFrame:
+        """``image`` ((height, width, 3) uint8 BGR) as a new yuv420p frame."""
+        cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, source in zip(frame.planes, self._planes, strict=True):
+            rows, cols = source.shape
+            # A plane's rows may be padded past its width (``line_size``).
+            np.frombuffer(plane, np.uint8).reshape(rows, plane.line_size)[:, :cols] = source
+        return frame
+
+
 class VideoSink(Sink):
     """Writes every result's rendered picture to an H.264 file, each at its own timestamp.
 
@@ -112,11 +161,13 @@ class VideoSink(Sink):
     first (a camera that came back at another resolution) is resized to the first size.
 
     ``crf``: x264 quality, 0 (lossless) to 51, lower is better; ``preset``: x264 speed preset;
-    ``threads``: encoder threads (0 lets FFmpeg decide). ``encoders`` overrides FFmpeg's
-    encoder list (tests). Defaults: ``superfast`` on one thread. On this 2-core machine
-    (scripts/bench_video.py, bikes 640x272, 5 interleaved rounds) annotate spent 32.8 CPU ms
-    per frame without video, 35.1 with superfast and 38.6 with veryfast; veryfast files are
-    about 30 % smaller. Encoding 1280x720 costs 13 ms per frame (superfast) against 18 ms.
+    ``threads``: encoder threads (0 lets FFmpeg decide; None: :func:`encoder_threads`).
+    ``encoders`` overrides FFmpeg's encoder list (tests). The default preset is ``superfast``:
+    on a 2-core machine (scripts/bench_video.py, bikes 640x272, 5 interleaved rounds) annotate
+    spent 32.8 CPU ms per frame without video, 35.1 with superfast and 38.6 with veryfast;
+    veryfast files are about 30 % smaller. Faster than superfast costs quality: at CRF 23 on
+    bikes, ``ultrafast`` (even with CABAC and B-frames turned back on) gives SSIM 0.976-0.981
+    against superfast's 0.986 in a 23-140 % larger file.
     """
 
     name = "video"
@@ -132,7 +183,7 @@ class VideoSink(Sink):
         audio_from: str | os.PathLike[str] | None = None,
         crf: int = 23,
         preset: str = "superfast",
-        threads: int = 1,
+        threads: int | None = None,
         encoders: Collection[str] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -146,13 +197,13 @@ class VideoSink(Sink):
             raise SinkError(f"{self.path}: video crf must be an integer from 0 to 51, but got {crf!r}")
         if preset not in PRESETS:
             raise SinkError(f"{self.path}: video preset must be one of {list(PRESETS)}, but got {preset!r}")
-        if not (isinstance(threads, int) and threads >= 0):
+        if not (threads is None or (isinstance(threads, int) and threads >= 0)):
             raise SinkError(f"{self.path}: video threads must be an integer >= 0, but got {threads!r}")
         self.format = FORMATS[suffix]
         self.fps = fps if fps and fps > 0 else 25.0
         self.clock = clock
         self.audio_from = Path(audio_from) if audio_from is not None else None
-        self.crf, self.preset, self.threads = crf, preset, threads
+        self.crf, self.preset, self.threads = crf, preset, encoder_threads(threads)
         self.encoders = encoders
         self.temp_path = self.path.with_name(self.path.name + ".part")
         self.codec: str | None = None
@@ -165,6 +216,7 @@ class VideoSink(Sink):
         self._audio: AudioCopy | None = None
         self._audio_note = ""
         self._size: tuple[int, int] | None = None
+        self._to_yuv: Yuv420Converter | None = None
         self._first_s: float | None = None
         self._held: av.VideoFrame | None = None
         self._held_pts = 0  # output ticks of the held frame
@@ -195,8 +247,6 @@ class VideoSink(Sink):
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
-            # One thread by default: the model needs the cores, and x264 at a fast preset keeps
-            # up on one (scripts/bench_video.py measures the trade).
             stream.codec_context.thread_count = self.threads
             if self.codec == "libx264":
                 stream.options = {"crf": str(self.crf), "preset": self.preset}
@@ -207,6 +257,7 @@ class VideoSink(Sink):
             self.temp_path.unlink(missing_ok=True)
             raise SinkError(f"{self.path}: cannot set up the {self.codec} stream for {width}x{height}: {exc}") from None
         self._container, self._stream = container, stream
+        self._to_yuv = Yuv420Converter(width, height)
         if self.audio_from is not None:
             self._open_audio(container)
 
@@ -243,7 +294,8 @@ class VideoSink(Sink):
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         else:
             image = even_crop(image)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        assert self._to_yuv is not None
+        frame = self._to_yuv(image)
         pts = round((t - self._first_s) / TIME_BASE)
         if self._held is not None and pts <= self._held_pts:
             pts = self._held_pts + 1

@@ -20,7 +20,7 @@ import pytest
 from streamer.api import build_pipeline
 from streamer.errors import SinkError
 from streamer.sinks.base import Sink
-from streamer.sinks.video import VideoSink, can_open, choose_encoder, even_crop
+from streamer.sinks.video import VideoSink, Yuv420Converter, can_open, choose_encoder, encoder_threads, even_crop
 from streamer.sources.file import VideoFileSource
 from streamer.sources.live import SyntheticSource
 from streamer.types import Frame, Result
@@ -183,6 +183,58 @@ def test_even_crop(shape: tuple[int, int, int], expected: tuple[int, int, int]) 
     cropped = even_crop(image)
     assert cropped.shape == expected
     assert np.array_equal(cropped, image[: expected[0], : expected[1]])  # the top-left is kept as it was
+
+
+@pytest.mark.parametrize(
+    ("bgr", "yuv"),
+    # BT.601 limited range, the matrix untagged video is read with: white, black, pure red,
+    # green, blue and a mid grey.
+    [((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)), ((0, 0, 255), (81, 90, 240)),
+     ((0, 255, 0), (145, 54, 34)), ((255, 0, 0), (41, 240, 110)), ((128, 128, 128), (126, 128, 128))],
+)
+@pytest.mark.parametrize("size", [(646, 270), (2, 2)])
+def test_yuv_conversion_of_known_colours(bgr: tuple[int, int, int], yuv: tuple[int, int, int], size: tuple[int, int]) -> None:
+    # 646 wide: the frame's planes are padded past their width (line_size 656 / 336 here).
+    w, h = size
+    frame = Yuv420Converter(w, h)(np.full((h, w, 3), bgr, np.uint8))
+    for plane, value, (rows, cols) in zip(frame.planes, yuv, [(h, w), (h // 2, w // 2), (h // 2, w // 2)], strict=True):
+        pixels = np.frombuffer(plane, np.uint8).reshape(rows, plane.line_size)[:, :cols]
+        assert np.abs(pixels.astype(int) - value).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(640, 272), (646, 270), (1922, 1080)])
+def test_yuv_conversion_matches_swscale(size: tuple[int, int], bikes: Path) -> None:
+    """On a real picture the planes agree with FFmpeg's own conversion within rounding, and a
+    cropped (strided) view converts like its copy."""
+    import av
+    import cv2
+
+    w, h = size
+    capture = cv2.VideoCapture(str(bikes))
+    ok, picture = capture.read()
+    capture.release()
+    assert ok
+    image = cv2.resize(picture, (w + 1, h + 1))[:h, :w]  # a view whose rows are not contiguous
+    ours = Yuv420Converter(w, h)(image)
+    theirs = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(format="yuv420p")
+    # Luma within rounding; chroma is subsampled with another filter, so it differs at edges.
+    for a, b, (mean, most) in zip(ours.planes, theirs.planes, ((1.0, 1), (0.5, 12), (0.5, 12)), strict=True):
+        pa = np.frombuffer(a, np.uint8).reshape(-1, a.line_size)[:, :a.width].astype(int)
+        pb = np.frombuffer(b, np.uint8).reshape(-1, b.line_size)[:, :b.width].astype(int)
+        assert pa.shape == pb.shape
+        assert np.abs(pa - pb).mean() < mean and np.abs(pa - pb).max() <= most
+    assert np.abs(ours.to_ndarray(format="bgr24").astype(int) - image).mean() < 2.0
+
+
+def test_yuv_conversion_refuses_an_odd_size() -> None:
+    with pytest.raises(ValueError, match="even width and height, but got 5x4"):
+        Yuv420Converter(5, 4)
+
+
+@pytest.mark.parametrize(("threads", "cores", "expected"), [(None, 1, 1), (None, 2, 1), (None, 4, 0), (None, 64, 0),
+                                                             (3, 2, 3), (0, 2, 0), (1, 16, 1)])
+def test_encoder_threads(threads: int | None, cores: int, expected: int) -> None:
+    assert encoder_threads(threads, cores) == expected
 
 
 # -- files written directly -------------------------------------------------------------------
