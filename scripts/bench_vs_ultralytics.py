@@ -3,10 +3,13 @@
 
     .venv/bin/python scripts/bench_vs_ultralytics.py [--rounds 5] [--repeat 4]
         [--ultralytics-python /work/ultra-venv/bin/python] [--streamer CMD] [--track]
-        [--only video no-video track] [--no-warmup] [--workdir DIR] [--keep] [--json out/bench_vs_ultralytics.json]
+        [--only video no-video track] [--size WxH] [--no-warmup] [--workdir DIR] [--keep]
+        [--json out/bench_vs_ultralytics.json]
 
 The clip is ``bikes.mp4`` joined ``--repeat`` times (ffmpeg's concat demuxer, stream copy; a
-re-encode when copying fails or gives the wrong frame count). After one untimed warm-up run of
+re-encode when copying fails or gives the wrong frame count). ``--size 1920x1080`` first
+scales bikes to that size (x264 veryfast, CRF 18): the model's work stays the same while
+decoding, drawing and writing the video grow with the picture, as with a phone's HD clip. After one untimed warm-up run of
 each side on the short clip (Numba's cache, the OS file cache), each pairing runs both sides as
 separate processes, timed from launch to exit, so interpreter start, imports, model load,
 decode, encode and file output all count, as a user would see them:
@@ -85,17 +88,30 @@ class Pairing:
     error: str | None = None
 
 
-def make_clip(repeat: int, workdir: Path) -> tuple[Path, int, str]:
-    """Join bikes.mp4 ``repeat`` times; return (path, frame count, how it was made)."""
+def scaled_bikes(size: tuple[int, int] | None, workdir: Path) -> Path:
+    """bikes.mp4, or a copy scaled to ``size`` (width, height)."""
+    src = assets.sample_path("sample:bikes")
+    if size is None:
+        return src
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("ffmpeg not found: it is needed to scale the clip")
+    w, h = size
+    out = workdir / f"bikes_{w}x{h}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", f"scale={w}:{h}", "-c:v", "libx264",
+                    "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(out)], check=True)
+    return out
+
+
+def make_clip(repeat: int, workdir: Path, src: Path) -> tuple[Path, int, str]:
+    """Join ``src`` (250 frames) ``repeat`` times; return (path, frame count, how it was made)."""
     import cv2
 
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg not found: it is needed to make the long clip")
-    src = assets.sample_path("sample:bikes")
     expected = 250 * repeat
     listing = workdir / "concat.txt"
     listing.write_text("".join(f"file '{src}'\n" for _ in range(repeat)))
-    clip = workdir / f"bikes_x{repeat}.mp4"
+    clip = workdir / f"{src.stem}_x{repeat}.mp4"
     attempts = [("stream copy", ["-c", "copy"]),
                 ("re-encode", ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"])]
     for how, codec in attempts:
@@ -222,6 +238,7 @@ def main() -> int:
                     help="how to start streamer's CLI (default: this Python, -m streamer, from the checkout)")
     ap.add_argument("--track", action="store_true", help="add the tracker pairing (needs annotate --track)")
     ap.add_argument("--only", nargs="+", choices=["video", "no-video", "track"], help="run only these pairings")
+    ap.add_argument("--size", default=None, metavar="WxH", help="scale bikes to this size first (e.g. 1920x1080)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the untimed first run of each side on the 250-frame clip")
     ap.add_argument("--workdir", type=Path, default=None, help="folder for the clip and outputs (default: a temp one)")
@@ -233,11 +250,21 @@ def main() -> int:
     if not Path(args.ultralytics_python).exists():
         ap.error(f"--ultralytics-python: {args.ultralytics_python} does not exist (see scripts/ultralytics-venv.md)")
     streamer = shlex.split(args.streamer)
+    size = None
+    if args.size is not None:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            ap.error(f"--size: expected WIDTHxHEIGHT such as 1920x1080, got {args.size!r}")
+        if w < 2 or h < 2 or w % 2 or h % 2:
+            ap.error(f"--size: expected an even width and height of at least 2, got {args.size!r}")
+        size = (w, h)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_vs_ultralytics_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        clip, frames, how = make_clip(args.repeat, workdir)
+        short = scaled_bikes(size, workdir)
+        clip, frames, how = make_clip(args.repeat, workdir, short)
         print(f"clip: {clip} ({frames} frames, {how})")
         model = assets.model_path("yolo11n")
         pairings = [Pairing("video", ["-o", "OUT/out.mp4", "--jsonl", "OUT/out.jsonl"], "video"),
@@ -251,7 +278,6 @@ def main() -> int:
         if args.warmup:
             # One untimed run per side and pairing on the short source clip: Numba's on-disk
             # cache and the OS file cache are then filled, as after any first use.
-            short = assets.sample_path("sample:bikes")
             for p in pairings:
                 print(f"warm-up: {p.name}", flush=True)
                 try:
@@ -283,7 +309,7 @@ def main() -> int:
                       f"Ultralytics {got['ultralytics']:6.1f} s  ratio {got['ultralytics'] / got['streamer']:.2f}",
                       flush=True)
         total = time.perf_counter() - t_start
-        report = {"clip_frames": frames, "clip_made_by": how, "rounds": args.rounds, "streamer": args.streamer,
+        report = {"clip_frames": frames, "clip_made_by": how, "size": args.size or "640x272", "rounds": args.rounds, "streamer": args.streamer,
                   "versions": versions(args.ultralytics_python), "loadavg_before": [round(x, 2) for x in load_before],
                   "loadavg_after": [round(x, 2) for x in os.getloadavg()], "loadavg_each_round": round_load,
                   "total_s": round(total, 1),
