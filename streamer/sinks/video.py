@@ -100,7 +100,7 @@ def encoder_threads(threads: int | None, cores: int | None = None) -> int:
 
     On two cores or fewer one thread: the model needs the cores, and x264 at a fast preset
     keeps up on one (the end-to-end figures in scripts/bench_video.py are no better with
-    more). With more cores FFmpeg decides (0): one thread encodes 1080p at about 35 frames a
+    more). With more cores FFmpeg decides (0): one thread encodes 1080p at 35-40 frames a
     second at ``superfast``, which would cap a pipeline whose model runs faster (a GPU).
     """
     if threads is not None:
@@ -115,8 +115,8 @@ class Yuv420Converter:
     conversion to the encoder's swscale pass; converting with OpenCV into one reused I420
     buffer and copying its planes costs about 10 % less of the whole encode (640x272 2.18 vs
     2.42 ms, 1080p 25.1 vs 28.3 ms of CPU per frame with x264 ``superfast``). Both use the
-    BT.601 limited-range matrix swscale assumes for untagged video; they differ by rounding
-    (at most 2 levels).
+    BT.601 limited-range matrix swscale assumes for untagged video: luma agrees within one
+    level; chroma is subsampled with another filter, so it differs by a few levels at edges.
     """
 
     def __init__(self, width: int, height: int) -> None:
