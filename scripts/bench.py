@@ -91,8 +91,9 @@ def first_frame(clip: str) -> np.ndarray:
 
 
 def prepared_inputs(clip: str, n: int = 64) -> np.ndarray:
-    """The first ``n`` frames of ``clip``, letterboxed: distinct real inputs, prepared up front."""
-    cap = cv2.VideoCapture(str(assets.sample_path(clip)))
+    """The first ``n`` frames of ``clip`` (``sample:NAME`` or a path), letterboxed: distinct real
+    inputs, prepared up front."""
+    cap = cv2.VideoCapture(str(assets.sample_path(clip) if clip.startswith("sample:") else clip))
     frames = []
     while len(frames) < n:
         ok, image = cap.read()
