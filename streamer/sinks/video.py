@@ -23,6 +23,7 @@ from typing import cast
 import av
 import av.container
 import av.video.stream
+from av.video.reformatter import ColorRange, Colorspace
 import cv2
 import numpy as np
 
@@ -117,6 +118,7 @@ class Yuv420Converter:
     2.42 ms, 1080p 25.1 vs 28.3 ms of CPU per frame with x264 ``superfast``). Both use the
     BT.601 limited-range matrix swscale assumes for untagged video: luma agrees within one
     level; chroma is subsampled with another filter, so it differs by a few levels at edges.
+    The stream is tagged with that matrix and range (see ``VideoSink``).
     """
 
     def __init__(self, width: int, height: int) -> None:
@@ -248,6 +250,10 @@ class VideoSink(Sink):
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
             stream.codec_context.thread_count = self.threads
+            # Say what the pictures are (Yuv420Converter: BT.601, limited range). Untagged, a
+            # player guesses, and for HD it guesses BT.709: every colour would shift.
+            stream.codec_context.colorspace = Colorspace.ITU601
+            stream.codec_context.color_range = ColorRange.MPEG
             if self.codec == "libx264":
                 stream.options = {"crf": str(self.crf), "preset": self.preset}
             else:  # NVENC: its own preset scale (p1 fastest .. p7 best) and constant-quality knob

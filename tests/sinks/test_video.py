@@ -306,6 +306,40 @@ def test_containers_and_sizes(name: str, sizes: list[tuple[int, int]], expected:
     assert ("cropped to even size" in sink.summary()) == (sizes[0] != expected)
 
 
+def test_colours_survive_an_hd_clip_tagged_bt709(tmp_path: Path) -> None:
+    """A phone-style HD clip (BT.709, tagged) read by the file source and written again: the
+    output says which matrix and range it uses (BT.601, limited), and decoding it by those tags
+    gives back the pictures that went in. Read as BT.709, which players assume for untagged HD,
+    the same file would be off by far more."""
+    import av
+
+    require_tool("ffprobe")
+    clip = tmp_path / "bt709.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "0.4",
+           "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-c:v", "libx264", "-crf", "10",
+           "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv", str(clip))
+    source = VideoFileSource(clip)
+    source.open()
+    pictures = []
+    sink = VideoSink(tmp_path / "out.mp4", crf=10)
+    sink.open()
+    while (frame := source.read(1.0)) is not None:
+        pictures.append(frame.image.copy())
+        sink.write(Result(frame=frame))
+    sink.close()
+    source.close()
+    (video,) = streams(tmp_path / "out.mp4")
+    assert (video.get("color_space"), video.get("color_range")) == ("bt470bg", "tv")
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) == len(pictures) == 10
+    by_tags = np.mean([np.abs(f.to_ndarray(format="bgr24").astype(int) - p).mean() for f, p in zip(decoded, pictures)])
+    as_bt709 = np.mean([np.abs(f.reformat(format="bgr24", src_colorspace="ITU709").to_ndarray().astype(int) - p).mean()
+                        for f, p in zip(decoded, pictures)])
+    assert by_tags < 2.5
+    assert as_bt709 > 3 * by_tags
+
+
 def test_too_small_a_frame(tmp_path: Path) -> None:
     sink = VideoSink(tmp_path / "o.mp4")
     sink.open()
