@@ -37,7 +37,7 @@ from streamer.sinks.video import VideoSink
 from streamer.sources import make_source
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
-from streamer.stats import LatencyHistogram, StageMeter
+from streamer.stats import LatencyHistogram, StageMeter, StageStats
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,95 @@ class CameraStats(Sink):
             self.publish(camera, result.image)
 
 
-class MonitorRun:
-    """Start and stop of a monitor (in-process or on Ray): the pipeline, then the dashboard.
+def camera_outputs(cfg: PipelineConfig, names: list[str]) -> list[Sink]:
+    """Each camera's own JSONL and recording, as the config names them."""
+    outputs: list[Sink] = []
+    for name in names:
+        cam = cfg.cameras[name]  # type: ignore[index]
+        if cam.jsonl:
+            outputs.append(ForSource(JsonlSink(cam.jsonl), name))
+        if cam.record:
+            outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()),
+                                     name))
+    return outputs
 
-    Needs ``pipeline``, ``server`` and ``hub``. Stopping is graceful for ``STOP_GRACE_S``;
-    a stage stuck past it is given up on and the outputs that can be finalized are.
+
+def event_sink(cfg: PipelineConfig) -> EventSink | None:
+    """The per-object event sink the config asks for (tracking and a path or webhook), or None."""
+    ev = cfg.events
+    if not (ev.track and (ev.path or ev.webhook)):
+        return None
+    return EventSink(
+        ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
+        gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook,
+        webhook_retries=ev.webhook_retries, webhook_timeout_s=ev.webhook_timeout_s,
+    )
+
+
+def stage_record(s: StageStats) -> dict[str, Any]:
+    """One stage's entry under ``stages`` in a monitor's stats."""
+    return {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
+            "fps": s.fps, "queue_depth": s.queue_depth}
+
+
+class MonitorRun:
+    """What the in-process and the Ray monitor share: the dashboard built from the config,
+    the stats they add per camera, the status lines, and start and stop (the pipeline, then
+    the dashboard).
+
+    A subclass sets ``cfg``, ``pipeline``, ``tracking`` and ``camera_stats``, and gives
+    ``stats()``. Stopping is graceful for ``STOP_GRACE_S``; a stage stuck past it is given
+    up on and the outputs that can be finalized are.
     """
 
+    cfg: PipelineConfig
     pipeline: Pipeline
-    server: Any
-    hub: Any
+    server: Any = None
+    hub: Any = None
+    events: EventSink | None = None
+    tracking: bool
+    camera_stats: CameraStats
     started_at: float
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _make_dashboard(self, names: list[str]) -> None:
+        """``hub`` and ``server`` when the config enables the dashboard."""
+        cfg = self.cfg
+        if cfg.dashboard.enabled:
+            from streamer.sinks.dashboard import DashboardHub, DashboardServer
+
+            self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
+            self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
+                                          token=cfg.dashboard.token)
+
+    def camera_extras(self, name: str) -> dict[str, Any]:
+        """Tracks in view and line and zone counts for camera ``name``'s stats."""
+        extras: dict[str, Any] = {}
+        if self.tracking:
+            extras["tracks_in_view"] = self.camera_stats.in_view.get(name, 0)
+        analytics = self.camera_stats.analytics.get(name)
+        if analytics is not None:
+            extras.update(analytics.to_record(self.camera_stats.names))
+        return extras
+
+    def status_lines(self) -> list[str]:
+        """One console line per camera (with its node on Ray), then the model's."""
+        stats = self.stats()
+        lines = []
+        for name, c in stats["cameras"].items():
+            where = f" on node {str(c['node'])[:12]}" if "node" in c else ""
+            lines.append(
+                f"{name}: {c['state']}{where} | {c['fps']:.1f} fps | latency p50 {c['latency_ms_p50']:.0f} ms "
+                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}"
+            )
+        m = stats["model"]
+        line = f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}"
+        if "inference_actors" in m:
+            line += f", {m['inference_actors']} inference actor(s) on {stats['nodes']} node(s)"
+        lines.append(line)
+        return lines
 
     def start(self) -> None:
         self.pipeline.open()
@@ -132,31 +210,12 @@ class Monitor(MonitorRun):
             raise ConfigError("every camera is disabled")
         names = list(self.cameras)
         self.model = model_for(cfg)
-        self.camera_outputs: list[Sink] = []
-        for name in names:
-            cam = cfg.cameras[name]
-            if cam.jsonl:
-                self.camera_outputs.append(ForSource(JsonlSink(cam.jsonl), name))
-            if cam.record:
-                self.camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()), name))
-        self.hub = None
-        self.server = None
-        if cfg.dashboard.enabled:
-            from streamer.sinks.dashboard import DashboardHub, DashboardServer
-
-            self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
-            self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
-                                          token=cfg.dashboard.token)
+        self.camera_outputs = camera_outputs(cfg, names)
+        self._make_dashboard(names)
         self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
+        self.events = event_sink(cfg)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
-        ev = cfg.events
-        self.events: EventSink | None = None
-        if ev.track and (ev.path or ev.webhook):
-            self.events = EventSink(
-                ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
-                gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook, webhook_retries=ev.webhook_retries,
-                webhook_timeout_s=ev.webhook_timeout_s,
-            )
+        if self.events is not None:
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
         self.tracking = tracking(cfg) is not None
@@ -196,16 +255,8 @@ class Monitor(MonitorRun):
                 "last_error": status.get("last_error"),
                 "size": status.get("size"),
             }
-            if self.tracking:
-                cameras[name]["tracks_in_view"] = self.camera_stats.in_view.get(name, 0)
-            analytics = self.camera_stats.analytics.get(name)
-            if analytics is not None:
-                cameras[name].update(analytics.to_record(self.camera_stats.names))
-        stages = {
-            s.name: {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
-                     "fps": s.fps, "queue_depth": s.queue_depth}
-            for s in p
-        }
+            cameras[name].update(self.camera_extras(name))
+        stages = {s.name: stage_record(s) for s in p}
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "model": {
@@ -220,17 +271,6 @@ class Monitor(MonitorRun):
             "events": self.events.recent(20) if self.events is not None else [],
         }
 
-    def status_lines(self) -> list[str]:
-        stats = self.stats()
-        lines = []
-        for name, c in stats["cameras"].items():
-            lines.append(
-                f"{name}: {c['state']} | {c['fps']:.1f} fps | latency p50 {c['latency_ms_p50']:.0f} ms "
-                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}"
-            )
-        m = stats["model"]
-        lines.append(f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}")
-        return lines
 
 
 def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,

@@ -46,14 +46,11 @@ from streamer.errors import ConfigError
 from streamer.executors import ray_cluster
 from streamer.executors.ray_workers import CameraWorker, InferenceWorker, detections_from
 from streamer.jobs import RunSummary
-from streamer.monitor import CameraStats, MonitorRun, drive
+from streamer.monitor import CameraStats, MonitorRun, camera_outputs, drive, event_sink, stage_record
 from streamer.pipeline import Pipeline, QueueConfig, Stage
 from streamer.queues import Policy
 from streamer.runtime import configure_threads
-from streamer.sinks.base import ForSource, Sink
-from streamer.sinks.events import EventSink
-from streamer.sinks.jsonl import JsonlSink
-from streamer.sinks.video import VideoSink
+from streamer.sinks.base import Sink
 from streamer.sources.base import TIMEOUT, Source
 from streamer.sources.live import CONNECTING, ENDED, RECONNECTING
 from streamer.stages import RenderStage, SinkStage, TrackStage
@@ -440,32 +437,12 @@ class RayMonitor(MonitorRun):
         self.names = names
         configure_threads()
         self.source = RayCameras(ray, cfg, names)
-        self.camera_outputs: list[Sink] = []
-        for name in names:
-            cam = cfg.cameras[name]
-            if cam.jsonl:
-                self.camera_outputs.append(ForSource(JsonlSink(cam.jsonl), name))
-            if cam.record:
-                self.camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True,
-                                                               **cfg.output.video_options()), name))
-        self.hub = None
-        self.server = None
-        if cfg.dashboard.enabled:
-            from streamer.sinks.dashboard import DashboardHub, DashboardServer
-
-            self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
-            self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
-                                          token=cfg.dashboard.token)
+        self.camera_outputs = camera_outputs(cfg, names)
+        self._make_dashboard(names)
         self.camera_stats = CameraStats(names, publish_pictures(self.hub) if self.hub is not None else None)
+        self.events = event_sink(cfg)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
-        ev = cfg.events
-        self.events: EventSink | None = None
-        if ev.track and (ev.path or ev.webhook):
-            self.events = EventSink(
-                ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
-                gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook,
-                webhook_retries=ev.webhook_retries, webhook_timeout_s=ev.webhook_timeout_s,
-            )
+        if self.events is not None:
             sinks.append(self.events)
         geometry = {name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names}
         track = tracking(cfg)
@@ -511,11 +488,7 @@ class RayMonitor(MonitorRun):
                 "node_ip": state.node_ip if state is not None else None,
                 "actor_restarts": state.restarts if state is not None else 0,
             }
-            if self.tracking:
-                cameras[name]["tracks_in_view"] = self.camera_stats.in_view.get(name, 0)
-            analytics = self.camera_stats.analytics.get(name)
-            if analytics is not None:
-                cameras[name].update(analytics.to_record(self.camera_stats.names))
+            cameras[name].update(self.camera_extras(name))
         stages: dict[str, Any] = {}
         for name in REMOTE_STAGES:
             s = src.meters[name].snapshot()
@@ -523,8 +496,7 @@ class RayMonitor(MonitorRun):
                             "fps": s.fps, "queue_depth": 0}
         stages["preprocess"]["dropped"] = src.dropped
         for s in list(pipeline_stats)[1:]:
-            stages[s.name] = {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
-                              "fps": s.fps, "queue_depth": s.queue_depth}
+            stages[s.name] = stage_record(s)
         info = src.model_info or {}
         batches = round(src.batches)
         return {
@@ -544,20 +516,6 @@ class RayMonitor(MonitorRun):
             "stages": stages,
             "events": self.events.recent(20) if self.events is not None else [],
         }
-
-    def status_lines(self) -> list[str]:
-        stats = self.stats()
-        lines = []
-        for name, c in stats["cameras"].items():
-            lines.append(
-                f"{name}: {c['state']} on node {str(c['node'])[:12]} | {c['fps']:.1f} fps | latency p50 "
-                f"{c['latency_ms_p50']:.0f} ms p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | "
-                f"reconnects {c['reconnects']}"
-            )
-        m = stats["model"]
-        lines.append(f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}, "
-                     f"{m['inference_actors']} inference actor(s) on {stats['nodes']} node(s)")
-        return lines
 
 
 def run_monitor_ray(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
