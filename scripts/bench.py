@@ -25,7 +25,9 @@ Sections (ratios are only meaningful within one run on one machine):
   the same inputs (``scripts/bench_track.py``; Ultralytics' side when a Python with it is
   given), and ``annotate --track`` against ``annotate`` on bikes, interleaved in rounds.
 
-* video: encode time per frame, H.264 (PyAV) against OpenCV's mp4v;
+* video: encode time per frame, H.264 (PyAV) against OpenCV's mp4v; with the model section,
+  the CPU per frame writing video may cost for end to end / model only to reach 0.9, and
+  the ratio H.264's measured cost predicts;
 * startup: launch to first result for annotate and watch, the Numba cache, the classifier's
   ms per crop and the cost of classifying detected objects with and without per-track caching.
 
@@ -608,6 +610,9 @@ def main() -> int:
     if "video" in sections:
         with tempfile.TemporaryDirectory() as tmp:
             report["video"] = bench_video(50 if args.quick else 100, 1 if args.quick else 3, Path(tmp))
+        budget = video_budget(report)
+        if budget:
+            report["video_budget"] = budget
     if "startup" in sections:
         report["startup"] = bench_startup(1 if args.quick else 3)
     if "live" in sections and not args.no_live:
@@ -692,6 +697,28 @@ def bench_video(frames: int, rounds: int, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def video_budget(report: dict[str, Any], target: float = 0.9) -> dict[str, Any] | None:
+    """The most CPU per frame that writing the video may cost for end to end / model only to
+    reach ``target``, against what H.264 costs at bikes' size (640x272).
+
+    The model alone keeps its ``workers x threads`` cores busy, so its CPU per frame is
+    ``cores / fps``. The run without video reaches ``r0`` of it; writing video adds ``E`` ms of
+    CPU per frame on the same cores, which gives ``1 / (1 / r0 + E / model_ms)``. Needs the
+    model and video sections."""
+    if "model_only" not in report or "video" not in report:
+        return None
+    model = report["model_only"][report["annotate_default_model_config"]]
+    model_ms = model["workers"] * model["threads"] * 1000.0 / model["fps"]
+    r0 = report["ratios"]["e2e_without_video_over_model_only_same_config"]["median"]
+    h264_ms = report["video"]["640x272"]["h264 superfast (default)"]["cpu_ms"]
+    mp4v_ms = report["video"]["640x272"]["mp4v (OpenCV)"]["cpu_ms"]
+    return {"target": target, "model_cpu_ms": round(model_ms, 2), "without_video": r0,
+            "budget_ms": round((1 / target - 1 / r0) * model_ms, 2),
+            "h264_cpu_ms": h264_ms, "h264_predicted": round(1 / (1 / r0 + h264_ms / model_ms), 3),
+            "mp4v_cpu_ms": mp4v_ms, "mp4v_predicted": round(1 / (1 / r0 + mp4v_ms / model_ms), 3),
+            "measured": report["ratios"]["e2e_over_model_only_same_config"]["median"]}
+
+
 def bench_startup(rounds: int) -> dict[str, Any]:
     """Launch to first result for annotate and watch (whole processes), the Numba cache on a
     second run, and the classifier's cost per crop and per frame on detected objects."""
@@ -752,6 +779,13 @@ def print_table(r: dict[str, Any]) -> None:
             h, m = cases["h264 superfast (default)"], cases["mp4v (OpenCV)"]
             print(f"| encode {size}, ms per frame (wall / CPU): H.264 superfast vs mp4v | "
                   f"{h['wall_ms']} / {h['cpu_ms']} vs {m['wall_ms']} / {m['cpu_ms']} |")
+    if "video_budget" in r:
+        b = r["video_budget"]
+        print(f"| writing video's CPU budget for end to end / model only >= {b['target']} (bikes) | "
+              f"<= {b['budget_ms']} ms per frame (model {b['model_cpu_ms']} CPU ms per frame, without video "
+              f"{b['without_video']}); H.264 superfast costs {b['h264_cpu_ms']} ms, which predicts "
+              f"{b['h264_predicted']} (measured {b['measured']}); mp4v {b['mp4v_cpu_ms']} ms predicts "
+              f"{b['mp4v_predicted']} |")
     if "startup" in r:
         for name, row in r["startup"]["startup"].items():
             if "kernels loaded" in row:
