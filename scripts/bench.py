@@ -682,6 +682,9 @@ def bench_video(frames: int, rounds: int, tmp: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_video
 
+    from streamer.runtime import configure_threads
+
+    configure_threads()  # OpenCV's pool as annotate runs it (as the model section leaves it)
     out: dict[str, Any] = {}
     for w, h in bench_video.SIZES:
         images = bench_video.pictures(frames, (w, h))
