@@ -31,11 +31,29 @@ ensure_venv() {
         "$py" -m venv "$VENV"
     fi
     local stamp="$VENV/.streamer-installed"
-    local want
-    want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $extras $TORCH_SPEC"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        return
+    local project
+    project="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
+    # The stamp reads "<pyproject hash> <extras> <torch spec>". A venv that already has every
+    # extra asked for is kept (the demo after the tests installs nothing); otherwise the
+    # extras installed before are kept alongside the new ones, so the two commands never
+    # take turns reinstalling.
+    local had=""
+    if [[ -f "$stamp" ]]; then
+        local stamp_project stamp_extras stamp_torch
+        read -r stamp_project stamp_extras stamp_torch < "$stamp" || true
+        if [[ "$stamp_project" == "$project" && "$stamp_torch" == "$TORCH_SPEC" ]]; then
+            had="$stamp_extras"
+            local missing=0 e
+            for e in ${extras//,/ }; do
+                [[ ",$had," == *",$e,"* ]] || missing=1
+            done
+            if [[ "$missing" == "0" ]]; then
+                return
+            fi
+        fi
     fi
+    extras="$(printf '%s\n' ${had//,/ } ${extras//,/ } | sort -u | paste -sd, -)"
+    local want="$project $extras $TORCH_SPEC"
     echo "installing streamer[$extras] into $VENV (first time: a few minutes)" >&2
     local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
     "${pip[@]}" install --upgrade pip >/dev/null
