@@ -280,7 +280,11 @@ class LiveSource(Source):
         try:
             last = time.monotonic()
             while not self._stop.is_set():
-                ok, image = capture.read()
+                raised = None
+                try:
+                    ok, image = capture.read()
+                except Exception as exc:  # noqa: BLE001 - a driver error mid-stream is a failed read
+                    ok, image, raised = False, None, f"{type(exc).__name__}: {exc}"
                 now = time.monotonic()
                 if not ok or image is None:
                     if self._ends_naturally():
@@ -290,21 +294,22 @@ class LiveSource(Source):
                         self._set_state(STALLED, reason)
                     else:
                         reason = "stream ended or read failed" if got_any else "no frame after connecting"
-                        detail = getattr(capture, "error", None)  # a capture that knows why says so
+                        detail = raised or getattr(capture, "error", None)  # a capture that knows why says so
                         if detail:
                             reason = f"{reason}: {detail}"
-                    self.last_error = reason
+                    self.last_error = mask_text(reason, getattr(self, "url", ""))
                     return ("streamed" if got_any else "failed"), reason
                 if now - last > self.policy.stall_timeout_s:
                     # The driver returned a frame, but only after a stall: show that it happened.
                     self._set_state(STALLED, f"no frame for {now - last:.1f} s")
                 last = now
-                if not got_any:
-                    got_any = True
-                    h, w = image.shape[:2]
-                    if self.size is not None and self.size != (w, h):
+                h, w = image.shape[:2]
+                if self.size != (w, h):  # a camera may change resolution without reconnecting
+                    if self.size is not None:
                         log.warning("%s: frame size changed from %dx%d to %dx%d", self.describe(), *self.size, w, h)
                     self.size = (w, h)
+                if not got_any:
+                    got_any = True
                     self.last_error = None
                 if self.state != STREAMING:
                     self._set_state(STREAMING, f"{self.size[0]}x{self.size[1]}" if self.size else "")

@@ -336,3 +336,76 @@ def test_pyav_transport_is_per_source(monkeypatch) -> None:  # type: ignore[no-u
     udp = StreamSource("rtsp://127.0.0.1/b", transport="udp", backend="pyav")
     assert (tcp.transport, udp.transport) == ("tcp", "udp")
     assert live.CAPTURE_OPTIONS_VAR not in os.environ and live._transport is None
+
+
+class _Script:
+    """A capture that plays a script: a (w, h) size gives a frame of that size, an exception
+    is raised from ``read()``, and the end of the script reads as a lost stream."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script = list(script)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        time.sleep(0.005)
+        if not self.script:
+            return False, None
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        w, h = step  # type: ignore[misc]
+        return True, np.zeros((h, w, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+class ScriptedCamera(SyntheticSource):
+    """One scripted capture per connect; after the last, the stream ends."""
+
+    def __init__(self, scripts: list[list[object]]) -> None:
+        super().__init__(width=64, height=48)
+        self.scripts = scripts
+        self.connects = 0
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        self.connects += 1
+        return _Script(self.scripts[self.connects - 1] if self.connects <= len(self.scripts) else [])
+
+    def _ends_naturally(self) -> bool:
+        return self.connects >= len(self.scripts)
+
+
+def drain(source: SyntheticSource, within_s: float = 10.0) -> list[tuple[int, int]]:
+    """The sizes of every frame until the source ends, which it must do within ``within_s``."""
+    sizes = []
+    deadline = time.monotonic() + within_s
+    while (frame := source.read(0.2)) is not None:
+        assert time.monotonic() < deadline, f"no end after {within_s} s ({len(sizes)} frames, {source.status()})"
+        if frame is not TIMEOUT:
+            sizes.append(frame.image.shape[1::-1])
+    return sizes
+
+
+def test_a_capture_that_raises_mid_stream_is_reconnected(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="streamer.sources.live")
+    source = ScriptedCamera([[(64, 48)] * 3 + [ValueError("reformat failed")], [(64, 48)] * 4])
+    source.policy = ReconnectPolicy(backoff_initial_s=0.01)
+    source.open()
+    try:
+        assert len(drain(source)) == 7  # the frames before and after the error: the reader lived on
+    finally:
+        source.close()
+    assert source.connects == 2 and source.reconnects == 1
+    assert any("ValueError: reformat failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_size_change_without_a_reconnect_is_seen(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="streamer.sources.live")
+    source = ScriptedCamera([[(64, 48)] * 3 + [(128, 96)] * 3])
+    source.open()
+    try:
+        assert drain(source) == [(64, 48)] * 3 + [(128, 96)] * 3
+        assert source.status()["size"] == "128x96"
+    finally:
+        source.close()
+    assert any("frame size changed from 64x48 to 128x96" in r.getMessage() for r in caplog.records)
