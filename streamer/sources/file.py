@@ -68,9 +68,10 @@ def diagnose_container(path: Path) -> str:
 class VideoFileSource(Source):
     """Frames of a video file decoded by OpenCV's FFmpeg backend.
 
-    ``pts_s`` is the container timestamp of each frame. A file that ends before the frame
-    count its header announced (a truncated download, say) yields what it can and reports
-    the shortfall in :meth:`summary`.
+    ``pts_s`` is the container timestamp of each frame. A stream without timestamps (a raw
+    ``.h264`` or ``.hevc`` elementary stream, where OpenCV reports 0 for every frame) is timed
+    by the frame rate instead. A file that ends before the frame count its header announced
+    (a truncated download, say) yields what it can and reports the shortfall in :meth:`summary`.
     """
 
     live = False
@@ -82,6 +83,9 @@ class VideoFileSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
         self._pending: np.ndarray | None = None
+        self._first_pts: float | None = None
+        self._pts_advanced = False  # a later frame had a later timestamp than the first
+        self._untimed = False  # the timestamps never advance: the frame rate times the frames
         self.width = 0
         self.height = 0
 
@@ -113,10 +117,27 @@ class VideoFileSource(Source):
             if not ok or image is None:
                 return None
         pts_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-        pts = float(pts_ms) / 1000.0 if np.isfinite(pts_ms) and pts_ms >= 0 else None
+        pts = self._frame_time(float(pts_ms) / 1000.0 if np.isfinite(pts_ms) and pts_ms >= 0 else None)
         frame = Frame(self.source_id, self._index, image, pts, time.monotonic())
         self._index += 1
         return frame
+
+    def _frame_time(self, pts: float | None) -> float | None:
+        """This frame's time: its timestamp, or (for a stream whose timestamps never move on
+        from the first frame's) the first frame's time plus its index over the frame rate."""
+        if self._index == 0:
+            self._first_pts = pts
+            return pts
+        if not self._pts_advanced and not self._untimed:
+            if pts is not None and self._first_pts is not None and pts > self._first_pts:
+                self._pts_advanced = True
+            else:
+                self._untimed = True
+                log.info("%s: the stream has no timestamps; timing its frames at %s fps", self.path,
+                         f"{self.fps:g}" if self.fps else "the output's")
+        if self._untimed:
+            return (self._first_pts or 0.0) + self._index / self.fps if self.fps else None
+        return pts
 
     def close(self) -> None:
         if self._cap is not None:
