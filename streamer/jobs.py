@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -239,10 +239,17 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
     if source_note:
         lines.append(source_note)
     lines.extend(sink_failure_lines(pipeline, run))
+    lines.extend(written_lines(sinks, stats.incomplete_outputs))
+    return lines
+
+
+def written_lines(sinks: Sequence[Sink | None], incomplete: Sequence[str]) -> list[str]:
+    """"wrote ..." for each output with a summary; "not complete: ..." for one that failed."""
+    lines = []
     for sink in sinks:
-        note = sink.summary()
-        if note:
-            lines.append(f"wrote {note}")
+        note = sink.summary() if sink is not None else None
+        if sink is not None and note:
+            lines.append(f"{'not complete' if sink.name in incomplete else 'wrote'} {note}")
     return lines
 
 

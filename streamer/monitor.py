@@ -28,7 +28,7 @@ import numpy as np
 from streamer.compose import build_from_config, model_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
-from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines
+from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines, written_lines
 from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
@@ -312,10 +312,8 @@ def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float |
     if source_note:
         summary.lines.append(source_note)
     summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
-    for sink in (*monitor.camera_outputs, monitor.events):
-        note = sink.summary() if sink is not None else None
-        if note:
-            summary.lines.append(f"wrote {note}")
+    summary.lines.extend(written_lines([*monitor.camera_outputs, monitor.events],
+                                       monitor.pipeline.stats().incomplete_outputs))
     return summary
 
 

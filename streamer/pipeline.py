@@ -98,6 +98,10 @@ class Stage(ABC):
         """One summary line per output that failed while the stage kept running."""
         return []
 
+    def incomplete_outputs(self) -> list[str]:
+        """Names of this stage's outputs that were disabled or could not be finished."""
+        return []
+
     def summary_lines(self) -> list[str]:
         """What the stage has to say in a run's summary (a classifier: objects and calls)."""
         return []
@@ -367,6 +371,7 @@ class Pipeline:
             source=self.source.status(),
             output_failures=sum(stage.failure_count() for stage in self.stages),
             failure_lines=tuple(line for stage in self.stages for line in stage.failure_lines()),
+            incomplete_outputs=tuple(name for stage in self.stages for name in stage.incomplete_outputs()),
             notes=tuple(line for stage in self.stages for line in stage.summary_lines()),
         )
 

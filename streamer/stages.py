@@ -481,6 +481,7 @@ class SinkStage(Stage):
         self.errors: dict[str, str] = {}
         self._streak: dict[Sink, int] = {}  # failures in a row, per sink
         self._disabled: list[Sink] = []
+        self._unfinished: set[str] = set()  # sinks whose flush or close failed: their output is not complete
 
     @property
     def disabled(self) -> list[str]:
@@ -508,6 +509,8 @@ class SinkStage(Stage):
                     getattr(sink, method)(*args)
                 except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
                     self._failed(sink, exc)
+                    if method == "flush":
+                        self._unfinished.add(sink.name)
                 else:
                     self._streak[sink] = 0
 
@@ -553,6 +556,7 @@ class SinkStage(Stage):
                 try:
                     sink.close()
                 except Exception as exc:  # noqa: BLE001 - close every sink, then report
+                    self._unfinished.add(sink.name)
                     self.failures[sink.name] = self.failures.get(sink.name, 0) + 1
                     self.errors[sink.name] = str(exc)
                     log.error("closing sink '%s' failed: %s", sink.name, exc)
@@ -562,9 +566,13 @@ class SinkStage(Stage):
     def failure_count(self) -> int:
         return sum(self.failures.values())
 
+    def incomplete_outputs(self) -> list[str]:
+        return [name for name in self.failures if name in self.disabled or name in self._unfinished]
+
     def failure_lines(self) -> list[str]:
         lines = []
         for name, count in self.failures.items():
-            state = "disabled" if name in self.disabled else "recovered"
+            state = ("disabled" if name in self.disabled
+                     else "not finished" if name in self._unfinished else "recovered")
             lines.append(f"output '{name}' failed {count} time(s), {state}: {self.errors.get(name)}")
         return lines

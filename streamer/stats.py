@@ -61,6 +61,8 @@ class PipelineStats:
     #: Failures of the stages' outputs (sinks) while running, and one summary line per output.
     output_failures: int = 0
     failure_lines: tuple[str, ...] = ()
+    #: Outputs disabled after failing or that failed to finish: their files are not complete.
+    incomplete_outputs: tuple[str, ...] = ()
     #: The stages' own summary lines (``Stage.summary_lines``).
     notes: tuple[str, ...] = ()
 

@@ -38,6 +38,17 @@ COPYABLE: dict[str, frozenset[str] | None] = {
 #: every stream has reached a time, so a bounded lead keeps that buffer small.
 LEAD_S = 0.5
 
+#: FFmpeg's usual layout for a channel count, for streams that give a count and no order
+#: (PCM in AVI or Matroska reads as "2 channels"): the AAC encoder needs an ordered layout.
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def encoder_layout(layout: av.AudioLayout) -> str:
+    """``layout``'s name, or the usual layout for its channel count when it has no order."""
+    if layout.name.endswith("channels"):
+        return DEFAULT_LAYOUTS.get(layout.nb_channels, layout.name)
+    return layout.name
+
 
 def video_start_s(path: str | os.PathLike[str]) -> float:
     """The container time of ``path``'s first video timestamp (0 when it has none).
@@ -77,7 +88,9 @@ class AudioCopy:
             self._input.close()
             raise SinkError(f"{self.source}: has no audio stream")
         self._in = self._input.streams.audio[0]
-        self.codec = self._in.codec_context.name
+        #: How many audio streams the source has; only the first is carried over.
+        self.streams = len(self._input.streams.audio)
+        self.codec = self._in.codec_context.codec.canonical_name  # "mp3", not the decoder's "mp3float"
         copyable = COPYABLE.get(output.format.name, frozenset())
         self.copied = copyable is None or self.codec in copyable
         self._out: av.stream.Stream
@@ -88,14 +101,20 @@ class AudioCopy:
                 self.copied = False
         if not self.copied:
             ctx = self._in.codec_context
-            self._out = output.add_stream("aac", rate=ctx.sample_rate, layout=ctx.layout.name)
+            try:
+                self._out = output.add_stream("aac", rate=ctx.sample_rate, layout=encoder_layout(ctx.layout))
+                self._out.codec_context.open()  # now, so that a refusal is known before any picture is written
+            except (av.FFmpegError, ValueError) as exc:
+                self._input.close()
+                raise SinkError(f"{self.source}: cannot transcode its {self.codec} audio to AAC ({exc})") from None
         self._output = output
         self._packets: Iterator[av.Packet] = self._input.demux(self._in)
         self._next: av.Packet | None = None
         self._done = False
 
     def describe(self) -> str:
-        return f"audio {self.codec} copied" if self.copied else f"audio {self.codec} transcoded to aac"
+        what = f"audio {self.codec} copied" if self.copied else f"audio {self.codec} transcoded to aac"
+        return what + (f" (the first of {self.streams} audio streams)" if self.streams > 1 else "")
 
     def _peek(self) -> av.Packet | None:
         while self._next is None and not self._done:

@@ -51,6 +51,15 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 
 CLOCKS = ("pts", "wall")
 
+#: The longest one frame may last: MP4 muxing takes a frame duration up to 2^31 ticks, 6.6 h at
+#: 90 kHz. A live recording across a longer outage shows the last picture this long.
+MAX_GAP_S = 6 * 3600.0
+
+#: A timestamp this far behind the previous frame's is a new timeline (files joined
+#: end to end, a stream that restarted its clock), not jitter: the frames after it carry on
+#: one frame after the previous one instead of being squeezed one tick apart.
+REBASE_S = 0.5
+
 
 def can_open(codec: str, width: int, height: int) -> bool:
     """Whether FFmpeg's ``codec`` opens for a ``width`` x ``height`` yuv420p stream here.
@@ -222,6 +231,9 @@ class VideoSink(Sink):
         self._first_s: float | None = None
         self._held: av.VideoFrame | None = None
         self._held_pts = 0  # output ticks of the held frame
+        self._shift = 0  # output ticks added to every timestamp after a new timeline or a cut outage
+        self.rebased = 0
+        self.gaps_cut = 0
         self._last_gap = 0
         self._durations: dict[int, int] = {}
         self._end = 0  # output ticks: where the last encoded frame ends
@@ -239,8 +251,9 @@ class VideoSink(Sink):
 
     def _open_container(self, width: int, height: int) -> None:
         self.codec = choose_encoder(width, height, self.encoders)
+        options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
         try:
-            container = av.open(str(self.temp_path), "w", format=self.format, options={"movflags": "+faststart"})
+            container = av.open(str(self.temp_path), "w", format=self.format, options=options)
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(f"{self.path}: cannot create the video file: {exc}") from None
         try:
@@ -258,6 +271,11 @@ class VideoSink(Sink):
                 stream.options = {"crf": str(self.crf), "preset": self.preset}
             else:  # NVENC: its own preset scale (p1 fastest .. p7 best) and constant-quality knob
                 stream.options = {"preset": "p4", "rc": "vbr", "cq": str(self.crf)}
+            if self.clock == "wall":
+                # No B-frames for live recordings: an outage of more than about 50 minutes
+                # between two frames would put a composition offset past what MP4 readers
+                # accept (2^28 ticks), and every player would show the file out of order.
+                stream.options = {**stream.options, "bf": "0"}
         except (av.FFmpegError, ValueError) as exc:
             container.close()
             self.temp_path.unlink(missing_ok=True)
@@ -275,8 +293,23 @@ class VideoSink(Sink):
             self._audio_note = self._audio.describe()
         except (SinkError, av.FFmpegError, OSError) as exc:
             # A silent source is normal; the annotated pictures are still worth writing.
-            self._audio_note = "no audio"
-            log.info("%s: video written without audio: %s", self.path, exc)
+            if "has no audio stream" in str(exc):
+                self._audio_note = "no audio"
+                log.info("%s: video written without audio: %s", self.path, exc)
+            else:
+                self._audio_note = "audio not kept"
+                log.warning("%s: video written without the source's audio: %s", self.path, exc)
+
+    def _audio_failed(self, exc: Exception) -> None:
+        """Audio that fails part-way stops there; the pictures go on (and are the point)."""
+        assert self._audio is not None
+        log.warning("%s: the audio stops at %.2f s: %s", self.path, float(self._end * TIME_BASE), exc)
+        self._audio_note = f"{self._audio.describe()}, stopped at {float(self._end * TIME_BASE):.2f} s"
+        try:
+            self._audio.close()
+        except (av.FFmpegError, OSError):
+            pass
+        self._audio = None
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -285,16 +318,19 @@ class VideoSink(Sink):
             raise SinkError(f"{self.path}: write after close")
         t = self._time_s(result.frame)
         image = result.image
-        if self._first_s is None:
-            self._first_s = t
+        if self._container is None:
             h, w = image.shape[:2]
-            self.cropped = (w % 2, h % 2) != (0, 0)
             size = (w - w % 2, h - h % 2)
             if min(size) < 2:
                 raise SinkError(f"{self.path}: frame size must be at least 2x2, but got {w}x{h}")
-            self._size = size
-            self._open_container(*size)
-        assert self._size is not None
+            self._first_s = t
+            try:
+                self._open_container(*size)
+            except BaseException:
+                self._first_s = None  # the next frame tries again from the start
+                raise
+            self._size, self.cropped = size, (w % 2, h % 2) != (0, 0)
+        assert self._size is not None and self._first_s is not None
         h, w = image.shape[:2]
         if (w - w % 2, h - h % 2) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
@@ -302,18 +338,46 @@ class VideoSink(Sink):
             image = even_crop(image)
         assert self._to_yuv is not None
         frame = self._to_yuv(image)
-        pts = round((t - self._first_s) / TIME_BASE)
-        if self._held is not None and pts <= self._held_pts:
-            pts = self._held_pts + 1
-            self.bumped += 1
+        pts = self._next_pts(round((t - self._first_s) / TIME_BASE) + self._shift)
         frame.pts = pts
         frame.time_base = TIME_BASE
-        if self._held is not None:
-            self._last_gap = pts - self._held_pts
-            self._encode(self._held, self._held_pts, self._last_gap)
+        held, held_pts = self._held, self._held_pts
+        # The new frame is held before the previous one is encoded: if encoding fails, that
+        # frame is lost, but it is never sent again with a timestamp the encoder has seen.
         self._held, self._held_pts = frame, pts
+        if held is not None:
+            self._last_gap = pts - held_pts
+            self._encode(held, held_pts, self._last_gap)
         if self._audio is not None:
-            self._audio.pump(float(pts * TIME_BASE))
+            try:
+                self._audio.pump(float(pts * TIME_BASE))
+            except (SinkError, av.FFmpegError, OSError) as exc:
+                self._audio_failed(exc)
+
+    def _next_pts(self, pts: int) -> int:
+        """``pts`` (output ticks), made later than the held frame's and at most ``MAX_GAP_S`` after it."""
+        if self._held is None:
+            return pts
+        previous = self._held_pts
+        if pts <= previous:
+            if previous - pts > REBASE_S / TIME_BASE:
+                # A new timeline: carry on one frame after the previous frame.
+                step = self._last_gap or round(1 / (self.fps * TIME_BASE))
+                self._shift += previous + step - pts
+                self.rebased += 1
+                log.warning("%s: timestamps jumped back %.2f s; the frames after it carry on from %.2f s",
+                            self.path, float((previous - pts) * TIME_BASE), float((previous + step) * TIME_BASE))
+                return previous + step
+            self.bumped += 1
+            return previous + 1
+        limit = round(MAX_GAP_S / TIME_BASE)
+        if pts - previous > limit:
+            self._shift -= pts - previous - limit
+            self.gaps_cut += 1
+            log.warning("%s: a gap of %.0f s between two frames is cut to %.0f s", self.path,
+                        float((pts - previous) * TIME_BASE), MAX_GAP_S)
+            return previous + limit
+        return pts
 
     def _encode(self, frame: av.VideoFrame | None, pts: int = 0, duration: int = 0) -> None:
         assert self._stream is not None and self._container is not None
@@ -344,11 +408,14 @@ class VideoSink(Sink):
             return  # no frame arrived: no file
         try:
             if self._held is not None:
-                self._encode(self._held, self._held_pts, self._last_gap or round(1 / (self.fps * TIME_BASE)))
-                self._held = None
+                held, self._held = self._held, None
+                self._encode(held, self._held_pts, self._last_gap or round(1 / (self.fps * TIME_BASE)))
             self._encode(None)
             if self._audio is not None:
-                self._audio.finish(float(self._end * TIME_BASE))
+                try:
+                    self._audio.finish(float(self._end * TIME_BASE))
+                except (SinkError, av.FFmpegError, OSError) as exc:
+                    self._audio_failed(exc)
             container.close()
             os.replace(self.temp_path, self.path)
         except (av.FFmpegError, OSError) as exc:
@@ -358,8 +425,13 @@ class VideoSink(Sink):
                 container.close()
             except (av.FFmpegError, OSError):
                 pass
-            self.temp_path.unlink(missing_ok=True)
-            raise SinkError(f"{self.path}: cannot finish the video file: {exc}") from None
+            # What was written stays on disk: it may not play (a full disk, say, stopped the
+            # index being written), but deleting it would lose every picture for certain.
+            kept = self.temp_path.is_file() and self.temp_path.stat().st_size > 0
+            if not kept:
+                self.temp_path.unlink(missing_ok=True)
+            raise SinkError(f"{self.path}: cannot finish the video file: {exc}"
+                            + (f"; what was written is kept in {self.temp_path}" if kept else "")) from None
         finally:
             self._container = self._stream = self._audio = None
 
@@ -375,4 +447,8 @@ class VideoSink(Sink):
             parts.append(self._audio_note)
         if self.bumped:
             parts.append(f"{self.bumped} non-increasing timestamps moved one tick later")
+        if self.rebased:
+            parts.append(f"{self.rebased} jump(s) back in time joined on")
+        if self.gaps_cut:
+            parts.append(f"{self.gaps_cut} gap(s) over {MAX_GAP_S / 3600:g} h cut")
         return ", ".join(parts)

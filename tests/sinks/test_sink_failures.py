@@ -100,3 +100,42 @@ def test_sink_stage_open_closes_what_it_opened_when_a_later_sink_fails(
     assert calls == expected
     stage.close()  # closing after a failed open closes nothing twice
     assert calls.count("close a") == (1 if failing != 0 else 0)
+
+
+class FailsToFinish(Sink):
+    name = "video"
+
+    def __init__(self, at: str) -> None:
+        self.at = at
+
+    def write(self, result: Result) -> None:
+        pass
+
+    def flush(self) -> None:
+        if self.at == "flush":
+            raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        if self.at == "close":
+            raise OSError(28, "No space left on device")
+
+    def summary(self) -> str:
+        return "out.mp4: 250 frames"
+
+
+@pytest.mark.parametrize("at", ["flush", "close"])
+def test_an_output_that_cannot_finish_is_not_called_written(at: str, bikes: Path) -> None:
+    """A file whose end could not be written is incomplete: the summary must not say "wrote",
+    nor its failure "recovered" because no call failed after it."""
+    from streamer.jobs import written_lines
+
+    sink = FailsToFinish(at)
+    pipeline = build_pipeline(str(bikes), DelayModel(0.0), sinks=[sink])
+    pipeline.run()
+    if at == "flush":  # the jobs flush before they close; a flush failure counts the same
+        stage = next(s for s in pipeline.stages if isinstance(s, SinkStage))
+        stage.flush()
+    stats = pipeline.stats()
+    assert stats.incomplete_outputs == ("video",)
+    assert [line.split(":")[0] for line in stats.failure_lines] == ["output 'video' failed 1 time(s), not finished"]
+    assert written_lines([sink], stats.incomplete_outputs) == ["not complete out.mp4: 250 frames"]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -525,3 +526,130 @@ def test_chromium_refuses_the_old_mp4v_output(annotated: Path, tmp_path: Path) -
     old = tmp_path / "mp4v.mp4"
     ffmpeg("-i", str(annotated), "-an", "-c:v", "mpeg4", "-tag:v", "mp4v", str(old))
     assert browser_state(old) == {"error": 4}  # MEDIA_ERR_SRC_NOT_SUPPORTED
+
+
+# -- faults and awkward inputs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("container", "channels"), [("avi", 1), ("mkv", 2)])
+def test_pcm_without_a_channel_order_is_transcoded(container: str, channels: int, bikes: Path, tmp_path: Path) -> None:
+    """PCM in AVI or Matroska reads as "N channels" with no order, which the AAC encoder
+    refuses; the sound used to take the whole video file with it."""
+    clip = tmp_path / f"cam.{container}"
+    ffmpeg("-i", str(bikes), "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000", "-t", "2",
+           "-map", "0:v", "-map", "1:a", "-c:v", "mjpeg", "-c:a", "pcm_s16le", "-ac", str(channels), str(clip))
+    out = tmp_path / "o.mp4"
+    sink = VideoSink(out, audio_from=clip)
+    run_file(clip, sink)
+    video, audio = streams(out)
+    assert (video["codec_name"], audio["codec_name"], audio["channels"]) == ("h264", "aac", channels)
+    assert float(audio["duration"]) == pytest.approx(2.0, abs=0.1)
+    assert "audio pcm_s16le transcoded to aac" in sink.summary()
+
+
+def test_mp3_is_named_and_copied_and_a_second_audio_stream_is_mentioned(bikes: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "two.mkv"
+    ffmpeg("-i", str(bikes), "-f", "lavfi", "-i", "sine=d=2", "-f", "lavfi", "-i", "sine=frequency=880:d=2",
+           "-t", "2", "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "copy", "-c:a", "libmp3lame", str(clip))
+    out = tmp_path / "o.mp4"
+    sink = VideoSink(out, audio_from=clip)
+    run_file(clip, sink)
+    assert [s["codec_name"] for s in streams(out)] == ["h264", "mp3"]
+    assert sink.summary().endswith("audio mp3 copied (the first of 2 audio streams)")
+
+
+def test_a_failed_first_write_leaves_the_sink_ready_for_the_next(tmp_path: Path) -> None:
+    require_tool("ffprobe")
+    sink = VideoSink(tmp_path / "o.mp4")
+    sink.open()
+    with pytest.raises(SinkError, match="at least 2x2, but got 64x1"):
+        sink.write(result(0, 0.0, (64, 1)))
+    for i in range(1, 4):
+        sink.write(result(i, i / 25))
+    sink.close()
+    assert frame_times(tmp_path / "o.mp4") == pytest.approx([0.0, 0.04, 0.08], abs=1e-5)
+
+
+class FailingMux:
+    """The output container, with the ``fail_at``-th mux (or the close) raising a disk error."""
+
+    def __init__(self, container: object, fail_at: int = 0, fail_close: bool = False) -> None:
+        self.container, self.fail_at, self.fail_close, self.calls = container, fail_at, fail_close, 0
+
+    def mux(self, packet: object) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise av.error.OSError(28, "No space left on device")
+        self.container.mux(packet)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.container.close()  # type: ignore[attr-defined]
+        if self.fail_close:
+            raise av.error.OSError(28, "No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.container, name)
+
+
+def test_one_failed_write_loses_one_frame_not_the_file(tmp_path: Path) -> None:
+    """The frame being encoded when the disk hiccups is lost; the frames after it are written
+    at their own times (the lost one was once sent again at a time already used, and every
+    later packet failed)."""
+    require_tool("ffprobe")
+    sink = VideoSink(tmp_path / "o.mp4")
+    sink.open()
+    sink.write(result(0, 0.0))
+    sink._container = FailingMux(sink._container, fail_at=10)  # type: ignore[assignment]
+    failures = 0
+    for i in range(1, 60):
+        try:
+            sink.write(result(i, i / 25))
+        except av.error.OSError:
+            failures += 1
+    sink.close()
+    assert failures == 1
+    times = frame_times(tmp_path / "o.mp4")
+    assert len(times) == 59 and times == sorted(times) and times[-1] == pytest.approx(59 / 25, abs=1e-5)
+
+
+def test_a_file_that_cannot_be_finished_is_kept_and_named(tmp_path: Path) -> None:
+    sink = VideoSink(tmp_path / "o.mp4")
+    sink.open()
+    sink.write(result(0, 0.0))
+    sink._container = FailingMux(sink._container, fail_close=True)  # type: ignore[assignment]
+    for i in range(1, 30):
+        sink.write(result(i, i / 25))
+    with pytest.raises(SinkError, match=r"cannot finish the video file: .*No space left.*kept in .*o\.mp4\.part"):
+        sink.close()
+    assert (tmp_path / "o.mp4.part").stat().st_size > 0
+
+
+def test_timestamps_that_jump_back_are_joined_on(tmp_path: Path) -> None:
+    """Two recordings joined end to end (each starting at 0): the second carries on one frame
+    after the first instead of being squeezed one tick apart."""
+    require_tool("ffprobe")
+    times = [i / 25 for i in range(25)] + [i / 25 for i in range(5)]  # 1 s, then 0.2 s from 0 again
+    sink = write_all(VideoSink(tmp_path / "o.mp4"), [result(i, t) for i, t in enumerate(times)])
+    assert frame_times(tmp_path / "o.mp4") == pytest.approx([i / 25 for i in range(30)], abs=1e-5)
+    assert (sink.rebased, sink.bumped) == (1, 0)
+    assert "1 jump(s) back in time joined on" in sink.summary()
+
+
+def test_a_live_recording_across_a_long_outage_plays_in_order(tmp_path: Path) -> None:
+    """25 frames, a camera gone for an hour, 25 more; then an outage past what MP4 can time
+    (6.6 h), which is cut to 6 h. With B-frames the hour put composition offsets past what
+    MP4 readers accept ("CTTS invalid") and every player showed the file out of order."""
+    ffprobe_path = require_tool("ffprobe")
+    starts = (0.0, 3600.0, 3600.0 + 14 * 3600)
+    captured = [start + i / 25 for start in starts for i in range(25)]
+    sink = write_all(VideoSink(tmp_path / "o.mp4", measure_fps=True),
+                     [result(i, None, captured_at=t) for i, t in enumerate(captured)])
+    probe = subprocess.run([ffprobe_path, "-v", "warning", "-select_streams", "v:0", "-show_entries",
+                            "frame=pts_time", "-of", "csv=p=0", str(tmp_path / "o.mp4")],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert "CTTS" not in probe.stderr, probe.stderr
+    times = [float(x.strip(",")) for x in probe.stdout.split()]
+    # the 14 h outage lasts 6 h: the third part starts 6 h after the second part's last frame
+    expected = captured[:50] + [captured[49] + 6 * 3600 + i / 25 for i in range(25)]
+    assert times == pytest.approx(expected, abs=1e-4)
+    assert sink.gaps_cut == 1
