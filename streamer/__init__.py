@@ -19,7 +19,8 @@ _os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 __version__ = "0.1.0"
 
-from streamer.api import build_pipeline, stream
+from typing import TYPE_CHECKING
+
 from streamer.errors import (
     AssetError,
     ConfigError,
@@ -29,8 +30,35 @@ from streamer.errors import (
     StageError,
     StreamerError,
 )
-from streamer.track import Tracker
-from streamer.types import Detections, Frame, Letterbox, Result
+
+if TYPE_CHECKING:
+    from streamer.api import build_pipeline, stream
+    from streamer.track import Tracker
+    from streamer.types import Detections, Frame, Letterbox, Result
+
+# The rest of the API is imported when first used (PEP 562): ``import streamer`` stays light,
+# so the command starts (and takes Ctrl+C as a stop) before NumPy, OpenCV and Numba load.
+_LAZY = {
+    "build_pipeline": "streamer.api", "stream": "streamer.api", "Tracker": "streamer.track",
+    "Detections": "streamer.types", "Frame": "streamer.types", "Letterbox": "streamer.types",
+    "Result": "streamer.types",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamer' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AssetError",

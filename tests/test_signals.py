@@ -81,3 +81,15 @@ def test_watch_record_stop_keeps_video_and_jsonl_consistent(tmp_path: Path) -> N
     assert count_frames(video) == len(lines)
     assert f"stopped after {len(lines)} frames" in out
     assert "latency p50" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.2, 0.5])
+def test_ctrl_c_while_starting_stops_without_a_traceback(after_s: float, tmp_path: Path) -> None:
+    """Ctrl+C before the job has started (Python starting, the libraries loading, the model
+    opening) is a stop too: exit 130 and one line, never a KeyboardInterrupt traceback."""
+    proc = start(["annotate", "sample:bikes", "-o", str(tmp_path / "o.mp4"), "--no-progress"], tmp_path)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("streamer:"), err
