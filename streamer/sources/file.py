@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -19,6 +20,14 @@ from streamer.sources.base import Source
 from streamer.types import Frame
 
 log = logging.getLogger(__name__)
+
+#: Failed reads in a row, short of the frame count the file announces, before the file is
+#: taken to end there. Damage in the middle (a bad sector, a broken upload) makes the decoder
+#: fail a few frames and then find its feet at the next keyframe.
+MAX_UNDECODABLE = 50
+
+#: An estimated frame count (Matroska, MPEG-TS: duration x rate) may miss by a frame or two.
+ESTIMATE_SLACK = 0.02
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -86,6 +95,10 @@ class VideoFileSource(Source):
         self._first_pts: float | None = None
         self._pts_advanced = False  # a later frame had a later timestamp than the first
         self._untimed = False  # the timestamps never advance: the frame rate times the frames
+        self._ended = False  # read to the end (not stopped early)
+        self._count_exact = False  # the header counts the frames (MP4, MOV) rather than estimating
+        #: Frames the decoder could not read, in damaged stretches it got past.
+        self.undecodable = 0
         self.width = 0
         self.height = 0
 
@@ -107,6 +120,11 @@ class VideoFileSource(Source):
         self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total_frames = count if count > 0 else None
+        try:
+            with av.open(str(self.path)) as container:
+                self._count_exact = bool(container.streams.video) and container.streams.video[0].frames > 0
+        except (av.FFmpegError, OSError):
+            self._count_exact = False
 
     def read(self, timeout: float) -> Frame | None:
         assert self._cap is not None, "read() before open()"
@@ -114,8 +132,17 @@ class VideoFileSource(Source):
             image, self._pending = self._pending, None
         else:
             ok, image = self._cap.read()
+            failed = 0
+            while (not ok or image is None) and failed < MAX_UNDECODABLE and self._more_announced(failed):
+                failed += 1
+                ok, image = self._cap.read()
             if not ok or image is None:
+                self._ended = True
                 return None
+            if failed:
+                self.undecodable += failed
+                log.warning("%s: %d undecodable frame(s) skipped after frame %d (damaged data)",
+                            self.path, failed, self._index - 1)
         pts_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         pts = self._frame_time(float(pts_ms) / 1000.0 if np.isfinite(pts_ms) and pts_ms >= 0 else None)
         frame = Frame(self.source_id, self._index, image, pts, time.monotonic())
@@ -144,13 +171,20 @@ class VideoFileSource(Source):
             self._cap.release()
             self._cap = None
 
+    def _more_announced(self, failed: int) -> bool:
+        """Whether the header announces frames past the ones read and failed so far."""
+        return self.total_frames is not None and self._index + self.undecodable + failed < self.total_frames
+
     def summary(self) -> str | None:
-        if self.total_frames and self._index < self.total_frames:
-            return (
-                f"{self.path}: read {self._index} of {self.total_frames} frames announced by the file "
-                "(the file ends early: truncated or damaged)"
-            )
-        return None
+        skipped = f"; {self.undecodable} undecodable frame(s) skipped (damaged data)" if self.undecodable else ""
+        if not self._ended or not self.total_frames:  # stopped early: the file is not to blame
+            return f"{self.path}: read {self._index} frames{skipped}" if skipped else None
+        missing = self.total_frames - self._index - self.undecodable
+        slack = 0 if self._count_exact else max(2, round(ESTIMATE_SLACK * self.total_frames))
+        if missing > slack:
+            return (f"{self.path}: read {self._index} of {self.total_frames} frames announced by the file "
+                    f"(the file ends early: truncated or damaged){skipped}")
+        return f"{self.path}: read {self._index} of {self.total_frames} frames{skipped}" if skipped else None
 
 
 class ImageSource(Source):

@@ -54,3 +54,47 @@ def test_a_raw_stream_is_timed_by_its_frame_rate(suffix: str, codec: str, bikes:
 def test_a_container_with_timestamps_keeps_them(bikes: Path) -> None:
     frames = read_all(bikes)
     assert len(frames) == 250 and frames[1].pts_s == pytest.approx(0.04) and frames[-1].pts_s == pytest.approx(9.96)
+
+
+def test_damage_in_the_middle_skips_what_cannot_be_decoded(bikes: Path, tmp_path: Path) -> None:
+    """2000 bytes overwritten inside the picture data: the decoder loses two frames and finds
+    its feet at the next; everything after them is still read (it used to stop at frame 120)."""
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(bikes.read_bytes())
+    data[254934:256934] = b"\xff" * 2000
+    damaged.write_bytes(bytes(data))
+    source = VideoFileSource(damaged)
+    source.open()
+    frames = []
+    while (frame := source.read(1.0)) is not None:
+        frames.append(frame)
+    source.close()
+    assert len(frames) == 248 and source.undecodable == 2
+    times = [f.pts_s for f in frames]
+    assert times == sorted(times) and times[-1] == pytest.approx(9.96)
+    assert source.summary() == f"{damaged}: read 248 of 250 frames; 2 undecodable frame(s) skipped (damaged data)"
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_an_estimated_frame_count_is_no_reason_to_call_a_file_damaged(suffix: str, bikes: Path, tmp_path: Path) -> None:
+    """Matroska and MPEG-TS do not count their frames; the estimate (duration x rate) can be a
+    frame over, here with sound a little longer than the pictures."""
+    clip = tmp_path / f"bikes{suffix}"
+    ffmpeg("-i", str(bikes), "-f", "lavfi", "-i", "sine=d=10.1", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+           "-c:a", "libmp3lame", str(clip))
+    source = VideoFileSource(clip)
+    source.open()
+    n = 0
+    while source.read(1.0) is not None:
+        n += 1
+    source.close()
+    assert n == 250 and source.summary() is None
+
+
+def test_a_stop_is_not_a_truncated_file(bikes: Path) -> None:
+    source = VideoFileSource(bikes)
+    source.open()
+    for _ in range(10):
+        assert source.read(1.0) is not None
+    source.close()
+    assert source.summary() is None
