@@ -27,6 +27,20 @@ def unsupported_layout_onnx(path: Path) -> Path:
     return path
 
 
+def audio_only(path: Path) -> Path:
+    """Half a second of silence in AAC, and no pictures (a voice memo, say)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 4000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
+
+
 def cases(tmp: Path, bikes: Path) -> list[tuple[list[str], str]]:
     truncated = tmp / "truncated.mp4"
     data = bikes.read_bytes()
@@ -47,6 +61,7 @@ def cases(tmp: Path, bikes: Path) -> list[tuple[list[str], str]]:
         (["annotate", str(random_mp4)], "random.mp4: cannot open as a video"),
         (["annotate", str(truncated)], "truncated.mp4: cannot open as a video (the MP4 index ('moov') is missing"),
         (["annotate", str(tmp / "zero.mp4")], "zero.mp4: file is empty (0 bytes)"),
+        (["annotate", str(audio_only(tmp / "memo.m4a"))], "memo.m4a: cannot open as a video (it has no video stream, only audio)"),
         (["annotate", str(tmp / "empty_folder")], "empty_folder: folder has no images"),
         (["annotate", "sample:bikes", "--model", "yolo12x"], "unknown model 'yolo12x', expecting one of ['efficientnet-lite0', 'yolo11n']"),
         (["annotate", "sample:bikes", "--model", str(tmp / "notamodel.onnx")], "notamodel.onnx: not a loadable ONNX model"),
@@ -127,3 +142,14 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
         assert proc.returncode == 2 and "out.mp4: video path is a directory" in proc.stderr
     else:  # pragma: no cover - depends on the user running the tests
         pytest.skip("needs root to stage the case")
+
+
+@pytest.mark.parametrize(("flag", "name"), [("-o", "o.mp4"), ("--jsonl", "o.jsonl")])
+def test_an_output_inside_a_file_is_a_clear_error(flag: str, name: str, tmp_path: Path) -> None:
+    """``-o clip.mp4/o.mp4`` (a file where a folder should be) is refused before the run, not
+    after every frame has failed to be written."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a folder")
+    proc = run_cli("annotate", "sample:bikes", flag, str(clip / name), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"streamer: {clip / name}: {clip} is a file, not a folder"

@@ -71,6 +71,8 @@ def check_writable(path: Path, what: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise SinkError(f"{path}: {what} path is a directory")
+    if parent.exists() and not parent.is_dir():
+        raise SinkError(f"{path}: {parent} is a file, not a folder")
     if not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)

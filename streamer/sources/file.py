@@ -44,7 +44,14 @@ def _check_file(path: Path) -> None:
 
 
 def diagnose_container(path: Path) -> str:
-    """Why FFmpeg could not open ``path``, as far as its first bytes tell."""
+    """Why FFmpeg could not open ``path``, as far as its streams or its first bytes tell."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                kinds = sorted({s.type for s in container.streams})
+                return "it has no video stream" + (f", only {' and '.join(kinds)}" if kinds else "")
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        pass  # not a container FFmpeg reads at all: the bytes may tell why
     try:
         with open(path, "rb") as f:
             head = f.read(12)
