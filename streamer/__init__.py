@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 # The rest of the API is imported when first used (PEP 562): ``import streamer`` stays light,
 # so the command starts (and takes Ctrl+C as a stop) before NumPy, OpenCV and Numba load.
+#
+# Every module that imports PyAV (``av``) imports OpenCV first: both bring their own FFmpeg
+# libraries, and with PyAV's loaded first OpenCV's window (its Qt backend) hangs in
+# ``namedWindow``. A program that imports ``av`` itself should import ``cv2`` before it too.
 _LAZY = {
     "build_pipeline": "streamer.api", "stream": "streamer.api", "Tracker": "streamer.track",
     "Detections": "streamer.types", "Frame": "streamer.types", "Letterbox": "streamer.types",

@@ -63,3 +63,17 @@ def test_stream_with_tracking_carries_ids_and_counts() -> None:
     confirmed = np.concatenate(ids)
     assert (confirmed >= 1).any() and set(confirmed[confirmed >= 0].tolist()) <= set(range(1, 100))
     assert all(r.analytics is not None and "middle" in r.analytics.lines for r in results)
+
+
+@pytest.mark.parametrize("module", ["streamer.jobs", "streamer.sources.file", "streamer.sources.av_capture",
+                                    "streamer.sinks.video", "streamer.sinks.audio"])
+def test_opencv_loads_before_pyav(module: str) -> None:
+    """With PyAV's FFmpeg libraries loaded first, OpenCV's window hangs in namedWindow (the
+    overlay window test caught it): every way into PyAV goes through OpenCV first."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}; m = list(sys.modules); "
+            "print(m.index('cv2') < m.index('av'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import cv2  # noqa: F401  # before av (streamer/__init__.py says why)
+
+# isort: split
+
 import av
 import av.container
 import av.stream

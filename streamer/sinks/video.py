@@ -20,11 +20,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
+import cv2  # before av (streamer/__init__.py says why)
+
+# isort: split
+
 import av
 import av.container
 import av.video.stream
 from av.video.reformatter import ColorRange, Colorspace
-import cv2
 import numpy as np
 
 from streamer.errors import SinkError
@@ -59,6 +62,15 @@ MAX_GAP_S = 6 * 3600.0
 #: end to end, a stream that restarted its clock), not jitter: the frames after it carry on
 #: one frame after the previous one instead of being squeezed one tick apart.
 REBASE_S = 0.5
+
+#: Live recordings are written as fragments and finished as a plain MP4 (FFmpeg's hybrid
+#: mode): while recording, each fragment carries its own index, so a recording killed outright
+#: (power cut, SIGKILL, OOM) plays up to its last fragment; at the end the whole index is
+#: appended (the fragment headers become padding) and no picture data moves. ``+faststart`` would move
+#: gigabytes at the stop of a day-long recording, past the time a stop may take. A fragment
+#: starts at each keyframe, one every ``LIVE_KEYFRAME_S``.
+LIVE_MOVFLAGS = "+hybrid_fragmented"
+LIVE_KEYFRAME_S = 2.0
 
 
 def can_open(codec: str, width: int, height: int) -> bool:
@@ -251,7 +263,11 @@ class VideoSink(Sink):
 
     def _open_container(self, width: int, height: int) -> None:
         self.codec = choose_encoder(width, height, self.encoders)
-        options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
+        options: dict[str, str] = {}
+        if self.format in ("mp4", "mov"):
+            options["movflags"] = LIVE_MOVFLAGS if self.clock == "wall" else "+faststart"
+            if self.clock == "wall":
+                options["flush_packets"] = "1"  # each fragment reaches the disk when it is complete
         try:
             container = av.open(str(self.temp_path), "w", format=self.format, options=options)
         except (av.FFmpegError, OSError) as exc:
@@ -275,7 +291,7 @@ class VideoSink(Sink):
                 # No B-frames for live recordings: an outage of more than about 50 minutes
                 # between two frames would put a composition offset past what MP4 readers
                 # accept (2^28 ticks), and every player would show the file out of order.
-                stream.options = {**stream.options, "bf": "0"}
+                stream.options = {**stream.options, "bf": "0", "g": str(max(1, round(LIVE_KEYFRAME_S * self.fps)))}
         except (av.FFmpegError, ValueError) as exc:
             container.close()
             self.temp_path.unlink(missing_ok=True)

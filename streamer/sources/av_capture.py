@@ -28,6 +28,10 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import cv2  # noqa: F401  # before av (streamer/__init__.py says why)
+
+# isort: split
+
 import av
 import av.error
 import numpy as np

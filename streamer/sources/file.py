@@ -11,8 +11,11 @@ import os
 import time
 from pathlib import Path
 
+import cv2  # before av (streamer/__init__.py says why)
+
+# isort: split
+
 import av
-import cv2
 import numpy as np
 
 from streamer.errors import SourceOpenError

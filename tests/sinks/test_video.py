@@ -653,3 +653,17 @@ def test_a_live_recording_across_a_long_outage_plays_in_order(tmp_path: Path) ->
     expected = captured[:50] + [captured[49] + 6 * 3600 + i / 25 for i in range(25)]
     assert times == pytest.approx(expected, abs=1e-4)
     assert sink.gaps_cut == 1
+
+
+def test_a_finished_live_recording_is_a_plain_mp4_that_plays_in_chromium(tmp_path: Path) -> None:
+    """Live recordings are written as fragments (so a killed recording still plays; see
+    tests/test_signals.py) and finished as a plain MP4, with the whole index appended at the
+    end, nothing moved: Chromium plays them at their full length."""
+    out = tmp_path / "rec.mp4"
+    frames = [result(i, None, (320, 240), captured_at=100.0 + i / 15) for i in range(45)]  # 3 s at 15 fps
+    write_all(VideoSink(out, fps=None, measure_fps=True), frames)
+    assert top_level_boxes(out) == [b"ftyp", b"free", b"mdat", b"moov"]
+    state = browser_state(out)
+    assert "error" not in state, f"Chromium refused the file: MediaError code {state.get('error')}"
+    assert (state["w"], state["h"]) == (320, 240)
+    assert state["duration"] == pytest.approx(3.0, abs=0.1)
