@@ -172,6 +172,8 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     pipeline.open()
     if video is not None and source.fps:
         video.fps = source.fps
+    if video is not None:
+        video.sample_aspect = getattr(source, "sample_aspect", None)
     if console is not None:
         console.total = source.total_frames
         show_progress = False

@@ -228,6 +228,9 @@ class VideoSink(Sink):
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.crf, self.preset, self.threads = crf, preset, encoder_threads(threads)
         self.encoders = encoders
+        #: Non-square pixels of the source (width over height), kept so the video displays at
+        #: its shape; set by the job from the file source before the first frame.
+        self.sample_aspect: Fraction | None = None
         self.temp_path = self.path.with_name(self.path.name + ".part")
         self.codec: str | None = None
         self.frames = 0
@@ -279,6 +282,8 @@ class VideoSink(Sink):
             stream.time_base = TIME_BASE
             stream.codec_context.time_base = TIME_BASE
             stream.codec_context.thread_count = self.threads
+            if self.sample_aspect is not None:
+                stream.codec_context.sample_aspect_ratio = self.sample_aspect
             # Say what the pictures are (Yuv420Converter: BT.601, limited range). Untagged, a
             # player guesses, and for HD it guesses BT.709: every colour would shift.
             stream.codec_context.colorspace = Colorspace.ITU601

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import cv2  # before av (streamer/__init__.py says why)
@@ -109,6 +110,9 @@ class VideoFileSource(Source):
         self._count_exact = False  # the header counts the frames (MP4, MOV) rather than estimating
         #: Frames the decoder could not read, in damaged stretches it got past.
         self.undecodable = 0
+        #: The pixels' shape, width over height, when they are not square (PAL DVD, anamorphic
+        #: footage); for the pictures as read, that is after any rotation.
+        self.sample_aspect: Fraction | None = None
         self.width = 0
         self.height = 0
 
@@ -132,7 +136,13 @@ class VideoFileSource(Source):
         self.total_frames = count if count > 0 else None
         try:
             with av.open(str(self.path)) as container:
-                self._count_exact = bool(container.streams.video) and container.streams.video[0].frames > 0
+                if container.streams.video:
+                    stream = container.streams.video[0]
+                    self._count_exact = stream.frames > 0
+                    sar = stream.sample_aspect_ratio
+                    if sar is not None and sar > 0 and sar != 1:
+                        turned = (stream.codec_context.height, stream.codec_context.width) == (self.width, self.height)
+                        self.sample_aspect = 1 / sar if turned and self.width != self.height else sar
         except (av.FFmpegError, OSError):
             self._count_exact = False
 

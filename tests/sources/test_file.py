@@ -98,3 +98,25 @@ def test_a_stop_is_not_a_truncated_file(bikes: Path) -> None:
         assert source.read(1.0) is not None
     source.close()
     assert source.summary() is None
+
+
+@pytest.mark.parametrize(("rotate", "size", "sar"), [(0, (720, 576), "16:15"), (90, (576, 720), "15:16")])
+def test_non_square_pixels_keep_their_shape(rotate: int, size: tuple[int, int], sar: str, bikes: Path,
+                                            tmp_path: Path) -> None:
+    """A PAL-shaped 720x576 clip with 16:15 pixels shows at 4:3; its annotated copy says so too
+    (it came out without the aspect and showed squeezed, at 5:4). Turned by its rotation
+    tag, the pixels are 15:16."""
+    from tests.sinks.test_video import streams
+    from tests.test_cli_annotate import run_cli
+
+    clip, tagged = tmp_path / "pal.mp4", tmp_path / "pal-turned.mp4"
+    ffmpeg("-i", str(bikes), "-t", "1", "-vf", "scale=720:576,setsar=16/15", "-c:v", "libx264", "-preset", "ultrafast",
+           str(clip))
+    if rotate:
+        ffmpeg("-i", str(clip), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(tagged))
+        clip = tagged
+    out = tmp_path / "o.mp4"
+    proc = run_cli("annotate", str(clip), "-o", str(out), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (video,) = streams(out)
+    assert ((video["width"], video["height"]), video["sample_aspect_ratio"]) == (size, sar)
