@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,14 @@ def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any
     name = Path(source.removeprefix("sample:")).stem or "output"
     path = Path(source)
     images = not source.startswith("sample:") and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
-    video = None if args.no_video or images else (args.output or f"out/{name}.mp4")
-    image_dir = (args.output or f"out/{name}_annotated") if images and not args.no_video else None
-    jsonl = args.jsonl or f"out/{name}.jsonl"
+    output = args.output
+    folder = None  # -o FOLDER for one video: FOLDER/<name>.mp4 and .jsonl, as with several inputs
+    if output and not images and (Path(output).is_dir() or output.endswith(("/", os.sep))):
+        folder = Path(output)
+        output = str(folder / f"{name}.mp4")
+    video = None if args.no_video or images else (output or f"out/{name}.mp4")
+    image_dir = (output or f"out/{name}_annotated") if images and not args.no_video else None
+    jsonl = args.jsonl or str((folder or Path("out")) / f"{name}.jsonl")
     data = {
         "job": "annotate",
         "source": source,

@@ -164,3 +164,18 @@ def test_the_demo_video_plays_in_chromium(bikes_run) -> None:  # type: ignore[no
     assert "error" not in state, f"Chromium refused the file: MediaError code {state.get('error')}"
     assert (state["w"], state["h"]) == (640, 272)
     assert state["duration"] == pytest.approx(10.0, abs=0.05)
+
+
+@pytest.mark.parametrize("make", [True, False])
+def test_output_into_a_folder(make: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o results`` (an existing folder) or ``-o results/`` writes results/<name>.mp4 and
+    .jsonl, as with several inputs; it used to fail on the file type ''."""
+    from streamer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    if make:
+        (tmp_path / "results").mkdir()
+    assert main(["annotate", "sample:carphone", "-o", "results" if make else "results/", "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["carphone.jsonl", "carphone.mp4"]
