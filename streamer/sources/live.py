@@ -296,8 +296,9 @@ class LiveSource(Source):
                         reason = "stream ended or read failed" if got_any else "no frame after connecting"
                         detail = raised or getattr(capture, "error", None)  # a capture that knows why says so
                         if detail:
-                            reason = f"{reason}: {detail}"
-                    self.last_error = mask_text(reason, getattr(self, "url", ""))
+                            # a driver's message may quote the URL, password included
+                            reason = mask_text(f"{reason}: {detail}", getattr(self, "url", ""))
+                    self.last_error = reason
                     return ("streamed" if got_any else "failed"), reason
                 if now - last > self.policy.stall_timeout_s:
                     # The driver returned a frame, but only after a stall: show that it happened.

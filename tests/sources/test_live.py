@@ -409,3 +409,20 @@ def test_a_size_change_without_a_reconnect_is_seen(caplog: pytest.LogCaptureFixt
     finally:
         source.close()
     assert any("frame size changed from 64x48 to 128x96" in r.getMessage() for r in caplog.records)
+
+
+def test_a_read_error_that_quotes_the_url_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """A driver's exception may quote the URL it was reading: the password never reaches the
+    log or the status."""
+    caplog.set_level(logging.INFO, logger="streamer.sources.live")
+    source = ScriptedCamera([[(64, 48), OSError("rtsp://cam:s3cr3t@10.0.0.9/live: connection reset")], []])
+    source.url = "rtsp://cam:s3cr3t@10.0.0.9/live"  # type: ignore[attr-defined]
+    source.policy = ReconnectPolicy(backoff_initial_s=0.01)
+    source.open()
+    try:
+        drain(source)
+    finally:
+        source.close()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "connection reset" in text and "s3cr3t" not in text
+    assert "s3cr3t" not in str(source.status())
