@@ -54,6 +54,10 @@ def encoder_layout(layout: av.AudioLayout) -> str:
     return layout.name
 
 
+class NoAudio(SinkError):
+    """The source has no audio stream to carry over (a silent clip: nothing is wrong)."""
+
+
 def video_start_s(path: str | os.PathLike[str]) -> float:
     """The container time of ``path``'s first video timestamp (0 when it has none).
 
@@ -90,7 +94,7 @@ class AudioCopy:
             raise SinkError(f"{self.source}: cannot read its audio ({exc})") from None
         if not self._input.streams.audio:
             self._input.close()
-            raise SinkError(f"{self.source}: has no audio stream")
+            raise NoAudio(f"{self.source}: has no audio stream")
         self._in = self._input.streams.audio[0]
         #: How many audio streams the source has; only the first is carried over.
         self.streams = len(self._input.streams.audio)

@@ -31,7 +31,7 @@ from av.video.reformatter import ColorRange, Colorspace
 import numpy as np
 
 from streamer.errors import SinkError
-from streamer.sinks.audio import AudioCopy, video_start_s
+from streamer.sinks.audio import AudioCopy, NoAudio, video_start_s
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import check_writable
 from streamer.types import Frame, Result
@@ -62,6 +62,8 @@ MAX_GAP_S = 6 * 3600.0
 #: end to end, a stream that restarted its clock), not jitter: the frames after it carry on
 #: one frame after the previous one instead of being squeezed one tick apart.
 REBASE_S = 0.5
+
+MAX_GAP_TICKS, REBASE_TICKS = round(MAX_GAP_S / TIME_BASE), round(REBASE_S / TIME_BASE)
 
 #: Live recordings are written as fragments and finished as a plain MP4 (FFmpeg's hybrid
 #: mode): while recording, each fragment carries its own index, so a recording killed outright
@@ -264,7 +266,8 @@ class VideoSink(Sink):
             return frame.captured_at
         return frame.pts_s if frame.pts_s is not None else frame.index / self.fps
 
-    def _open_container(self, width: int, height: int) -> None:
+    def _open_container(self, width: int, height: int, first_s: float) -> None:
+        """The file and its stream for ``width`` x ``height`` pictures, the first at ``first_s``."""
         self.codec = choose_encoder(width, height, self.encoders)
         options: dict[str, str] = {}
         if self.format in ("mp4", "mov"):
@@ -304,22 +307,21 @@ class VideoSink(Sink):
         self._container, self._stream = container, stream
         self._to_yuv = Yuv420Converter(width, height)
         if self.audio_from is not None:
-            self._open_audio(container)
+            self._open_audio(container, first_s)
 
-    def _open_audio(self, container: av.container.OutputContainer) -> None:
-        assert self.audio_from is not None and self._first_s is not None
+    def _open_audio(self, container: av.container.OutputContainer, first_s: float) -> None:
+        assert self.audio_from is not None
         try:
-            origin = video_start_s(self.audio_from) + self._first_s
+            origin = video_start_s(self.audio_from) + first_s
             self._audio = AudioCopy(self.audio_from, container, origin)
             self._audio_note = self._audio.describe()
+        except NoAudio as exc:  # a silent source is normal
+            self._audio_note = "no audio"
+            log.info("%s: video written without audio: %s", self.path, exc)
         except (SinkError, av.FFmpegError, OSError) as exc:
-            # A silent source is normal; the annotated pictures are still worth writing.
-            if "has no audio stream" in str(exc):
-                self._audio_note = "no audio"
-                log.info("%s: video written without audio: %s", self.path, exc)
-            else:
-                self._audio_note = "audio not kept"
-                log.warning("%s: video written without the source's audio: %s", self.path, exc)
+            # The annotated pictures are still worth writing.
+            self._audio_note = "audio not kept"
+            log.warning("%s: video written without the source's audio: %s", self.path, exc)
 
     def _audio_failed(self, exc: Exception) -> None:
         """Audio that fails part-way stops there; the pictures go on (and are the point)."""
@@ -344,13 +346,8 @@ class VideoSink(Sink):
             size = (w - w % 2, h - h % 2)
             if min(size) < 2:
                 raise SinkError(f"{self.path}: frame size must be at least 2x2, but got {w}x{h}")
-            self._first_s = t
-            try:
-                self._open_container(*size)
-            except BaseException:
-                self._first_s = None  # the next frame tries again from the start
-                raise
-            self._size, self.cropped = size, (w % 2, h % 2) != (0, 0)
+            self._open_container(*size, first_s=t)  # on failure the next frame tries again
+            self._first_s, self._size, self.cropped = t, size, (w % 2, h % 2) != (0, 0)
         assert self._size is not None and self._first_s is not None
         h, w = image.shape[:2]
         if (w - w % 2, h - h % 2) != self._size:
@@ -381,7 +378,7 @@ class VideoSink(Sink):
             return pts
         previous = self._held_pts
         if pts <= previous:
-            if previous - pts > REBASE_S / TIME_BASE:
+            if previous - pts > REBASE_TICKS:
                 # A new timeline: carry on one frame after the previous frame.
                 step = self._last_gap or round(1 / (self.fps * TIME_BASE))
                 self._shift += previous + step - pts
@@ -391,13 +388,12 @@ class VideoSink(Sink):
                 return previous + step
             self.bumped += 1
             return previous + 1
-        limit = round(MAX_GAP_S / TIME_BASE)
-        if pts - previous > limit:
-            self._shift -= pts - previous - limit
+        if pts - previous > MAX_GAP_TICKS:
+            self._shift -= pts - previous - MAX_GAP_TICKS
             self.gaps_cut += 1
             log.warning("%s: a gap of %.0f s between two frames is cut to %.0f s", self.path,
                         float((pts - previous) * TIME_BASE), MAX_GAP_S)
-            return previous + limit
+            return previous + MAX_GAP_TICKS
         return pts
 
     def _encode(self, frame: av.VideoFrame | None, pts: int = 0, duration: int = 0) -> None:
