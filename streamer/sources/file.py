@@ -104,8 +104,7 @@ class VideoFileSource(Source):
         self._index = 0
         self._pending: np.ndarray | None = None
         self._first_pts: float | None = None
-        self._pts_advanced = False  # a later frame had a later timestamp than the first
-        self._untimed = False  # the timestamps never advance: the frame rate times the frames
+        self._untimed = False  # the second frame's timestamp was not after the first's: the rate times them
         self._ended = False  # read to the end (not stopped early)
         self._count_exact = False  # the header counts the frames (MP4, MOV) rather than estimating
         #: Frames the decoder could not read, in damaged stretches it got past.
@@ -175,13 +174,10 @@ class VideoFileSource(Source):
         if self._index == 0:
             self._first_pts = pts
             return pts
-        if not self._pts_advanced and not self._untimed:
-            if pts is not None and self._first_pts is not None and pts > self._first_pts:
-                self._pts_advanced = True
-            else:
-                self._untimed = True
-                log.info("%s: the stream has no timestamps; timing its frames at %s fps", self.path,
-                         f"{self.fps:g}" if self.fps else "the output's")
+        if self._index == 1 and not (pts is not None and self._first_pts is not None and pts > self._first_pts):
+            self._untimed = True
+            log.info("%s: the stream has no timestamps; timing its frames at %s fps", self.path,
+                     f"{self.fps:g}" if self.fps else "the output's")
         if self._untimed:
             return (self._first_pts or 0.0) + self._index / self.fps if self.fps else None
         return pts
@@ -196,15 +192,18 @@ class VideoFileSource(Source):
         return self.total_frames is not None and self._index + self.undecodable + failed < self.total_frames
 
     def summary(self) -> str | None:
-        skipped = f"; {self.undecodable} undecodable frame(s) skipped (damaged data)" if self.undecodable else ""
-        if not self._ended or not self.total_frames:  # stopped early: the file is not to blame
-            return f"{self.path}: read {self._index} frames{skipped}" if skipped else None
-        missing = self.total_frames - self._index - self.undecodable
-        slack = 0 if self._count_exact else max(2, round(ESTIMATE_SLACK * self.total_frames))
-        if missing > slack:
-            return (f"{self.path}: read {self._index} of {self.total_frames} frames announced by the file "
-                    f"(the file ends early: truncated or damaged){skipped}")
-        return f"{self.path}: read {self._index} of {self.total_frames} frames{skipped}" if skipped else None
+        total = self.total_frames
+        slack = 0 if self._count_exact else max(2, round(ESTIMATE_SLACK * (total or 0)))
+        # Only a file read to its end can be short; a stop is not the file's fault.
+        short = self._ended and total is not None and total - self._index - self.undecodable > slack
+        if not short and not self.undecodable:
+            return None
+        note = f"{self.path}: read {self._index}" + (f" of {total} frames" if total else " frames")
+        if short:
+            note += " announced by the file (the file ends early: truncated or damaged)"
+        if self.undecodable:
+            note += f"; {self.undecodable} undecodable frame(s) skipped (damaged data)"
+        return note
 
 
 class ImageSource(Source):
