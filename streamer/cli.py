@@ -140,6 +140,7 @@ def _executor_section(args: argparse.Namespace) -> dict[str, Any]:
 def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any:
     from streamer.config import from_dict
 
+    from streamer.executors.files import VIDEO_SUFFIXES
     from streamer.sources.file import IMAGE_SUFFIXES
 
     source = source if source is not None else args.source[0]
@@ -148,12 +149,10 @@ def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any
     images = not source.startswith("sample:") and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
     output = args.output
     folder = None  # -o FOLDER for one video: FOLDER/<name>.mp4 and .jsonl, as with several inputs
-    from streamer.sinks.video import FORMATS
-
     # A folder: named with a trailing slash, or an existing one whose name is not a video's
     # (``-o out.mp4`` that is a folder stays an error: it looks like a file name).
     if output and not images and (output.endswith(("/", os.sep))
-                                  or (Path(output).is_dir() and Path(output).suffix.lower() not in FORMATS)):
+                                  or (Path(output).is_dir() and Path(output).suffix.lower() not in VIDEO_SUFFIXES)):
         folder = Path(output)
         output = str(folder / f"{name}.mp4")
     video = None if args.no_video or images else (output or f"out/{name}.mp4")

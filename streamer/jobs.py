@@ -247,12 +247,8 @@ def _summary_lines(pipeline: Pipeline, counter: CountingSink, sinks: list[Sink],
 
 def written_lines(sinks: Sequence[Sink | None], incomplete: Sequence[str]) -> list[str]:
     """"wrote ..." for each output with a summary; "not complete: ..." for one that failed."""
-    lines = []
-    for sink in sinks:
-        note = sink.summary() if sink is not None else None
-        if sink is not None and note:
-            lines.append(f"{'not complete' if sink.name in incomplete else 'wrote'} {note}")
-    return lines
+    notes = [(sink.name, sink.summary()) for sink in sinks if sink is not None]
+    return [f"{'not complete' if name in incomplete else 'wrote'} {note}" for name, note in notes if note]
 
 
 def tracking_lines(counter: CountingSink) -> list[str]:
