@@ -715,10 +715,14 @@ def video_budget(report: dict[str, Any], target: float = 0.9) -> dict[str, Any] 
     r0 = report["ratios"]["e2e_without_video_over_model_only_same_config"]["median"]
     h264_ms = report["video"]["640x272"]["h264 superfast (default)"]["cpu_ms"]
     mp4v_ms = report["video"]["640x272"]["mp4v (OpenCV)"]["cpu_ms"]
+
+    def predicted(encode_ms: float) -> float:
+        return round(1 / (1 / r0 + encode_ms / model_ms), 3)
+
     return {"target": target, "model_cpu_ms": round(model_ms, 2), "without_video": r0,
             "budget_ms": round((1 / target - 1 / r0) * model_ms, 2),
-            "h264_cpu_ms": h264_ms, "h264_predicted": round(1 / (1 / r0 + h264_ms / model_ms), 3),
-            "mp4v_cpu_ms": mp4v_ms, "mp4v_predicted": round(1 / (1 / r0 + mp4v_ms / model_ms), 3),
+            "h264_cpu_ms": h264_ms, "h264_predicted": predicted(h264_ms),
+            "mp4v_cpu_ms": mp4v_ms, "mp4v_predicted": predicted(mp4v_ms),
             "measured": report["ratios"]["e2e_over_model_only_same_config"]["median"]}
 
 
