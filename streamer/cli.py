@@ -7,15 +7,20 @@ line on stderr and exit code 2; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from streamer import __version__
-from streamer.errors import ConfigError, StageError, StreamerError
+from streamer.errors import ConfigError, StageError, StreamerError, interrupted
 
 EXIT_USAGE = 2
 
@@ -139,7 +144,6 @@ def _executor_section(args: argparse.Namespace) -> dict[str, Any]:
 
 def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any:
     from streamer.config import from_dict
-
     from streamer.executors.files import VIDEO_SUFFIXES
     from streamer.sources.file import IMAGE_SUFFIXES
 
@@ -261,6 +265,62 @@ def _run_job(cfg: Any, show_progress: bool = True) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _interrupts_wait_for_imports():
+        try:
+            return _main(argv)
+        except BaseException as exc:
+            if not interrupted(exc):
+                raise
+    # Ctrl+C before a job had its own handler (while the model opens): nothing is written yet.
+    sys.stderr.write("streamer: interrupted\n")
+    return 130
+
+
+#: How soon a Ctrl+C that came during an import is tried again.
+IMPORT_RETRY_S = 0.02
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def _interrupts_wait_for_imports() -> Iterator[None]:
+    """A Ctrl+C that comes while a module is being imported is delivered again once it is done.
+
+    Startup is mostly imports, so that is where an early Ctrl+C lands. Raised inside an
+    extension module's set-up, a KeyboardInterrupt becomes an ImportError (pybind11: ONNX
+    Runtime, PyTorch), is swallowed by a library's ``except ImportError`` (and the job then
+    runs to its end), or leaves CPython set to kill itself with SIGINT at exit. Delivered
+    again, it goes to whichever handler is in place by then: a job's own makes it a stop."""
+    usual = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer") or not usual:
+        yield  # another thread, Windows, or Ctrl+C ignored (started in the background): as it is
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if not _importing(frame):
+            raise KeyboardInterrupt
+        signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGALRM, previous_alarm)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -312,8 +372,5 @@ def main(argv: list[str] | None = None) -> int:
     except StreamerError as exc:
         sys.stderr.write(f"streamer: {exc}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write("streamer: interrupted\n")
-        return 130
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -8,6 +8,8 @@ builtin that matches its meaning, so callers can catch either. The CLI turns a
 from __future__ import annotations
 
 import builtins
+import importlib
+from types import ModuleType
 
 
 class StreamerError(Exception):
@@ -47,3 +49,29 @@ class StageError(StreamerError, builtins.RuntimeError):
         detail = str(cause) or type(cause).__name__
         super().__init__(f"stage '{stage}' failed: {detail}")
 
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl+C, or an error one turned into. An extension module whose
+    set-up a KeyboardInterrupt cuts short raises ImportError with the interrupt as its cause."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def import_optional(name: str, error: type[StreamerError], missing: str) -> ModuleType:
+    """Module ``name`` of an optional dependency. Not installed: ``error(missing)``. Installed
+    but failing to load (a broken wheel, a missing system library): ``error`` quoting why."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        top = name.partition(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and exc.name in (top, name):
+            raise error(missing) from None
+        why = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise error(f"{top} is installed but cannot be loaded: {why[0]}") from None

@@ -83,7 +83,7 @@ def test_watch_record_stop_keeps_video_and_jsonl_consistent(tmp_path: Path) -> N
     assert "latency p50" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("after_s", [0.25, 0.5])
+@pytest.mark.parametrize("after_s", [0.25, 0.4, 0.5])
 def test_ctrl_c_while_starting_stops_without_a_traceback(after_s: float, tmp_path: Path) -> None:
     """Ctrl+C before the job has started (the libraries loading, the model opening) is a stop
     too: exit 130 and one line, never a KeyboardInterrupt traceback. (Within the first few
@@ -94,6 +94,47 @@ def test_ctrl_c_while_starting_stops_without_a_traceback(after_s: float, tmp_pat
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("streamer:"), err
+
+
+def run_models_command(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """``streamer models`` in a fresh process, its listing replaced by ``body`` (a fault to inject)."""
+    code = ("import streamer.models\n"
+            "def listing():\n" + "".join(f"    {line}\n" for line in body.splitlines()) +
+            "streamer.models.describe_builtin_models = listing\n"
+            "from streamer.cli import main\n"
+            "raise SystemExit(main(['models']))\n")
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+
+
+def test_ctrl_c_during_an_import_is_delivered_once_the_import_is_done(tmp_path: Path) -> None:
+    """Raised inside an extension module's set-up, a KeyboardInterrupt would become an
+    ImportError, be swallowed by a library's ``except ImportError``, or leave CPython set to
+    kill itself at exit. So it waits for the import to finish, then stops the command."""
+    (tmp_path / "slow_to_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "deadline = time.monotonic() + 0.3\n"
+        "while time.monotonic() < deadline:\n"
+        "    pass\n"
+        "finished = True\n"
+    )
+    proc = run_models_command(tmp_path, "import sys; sys.path.insert(0, '.')\n"
+                                        "import slow_to_import\n"
+                                        "print('imported', slow_to_import.finished, flush=True)\n"
+                                        "import time; time.sleep(5)\n"
+                                        "print('not stopped')\n"
+                                        "return []")
+    assert proc.stdout.splitlines() == ["imported True"], (proc.stdout, proc.stderr)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "streamer: interrupted", proc.stderr
+
+
+def test_an_import_error_a_ctrl_c_caused_is_an_interrupt(tmp_path: Path) -> None:
+    """pybind11 turns a KeyboardInterrupt in a module's set-up into ImportError from it."""
+    proc = run_models_command(tmp_path, "raise ImportError('initialization failed') from KeyboardInterrupt()")
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["streamer: interrupted"], proc.stderr
 
 
 def test_a_recording_killed_outright_plays_up_to_its_last_seconds(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from streamer.config import ExecutorConfig
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ class RayUnavailableError(ConfigError):
 
 def require_ray() -> ModuleType:
     """The ``ray`` module, or one line saying which extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise RayUnavailableError(f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}") from None
-    return ray
+    return import_optional("ray", RayUnavailableError, f"the ray executor needs Ray, which is not installed: {INSTALL_HINT}")
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

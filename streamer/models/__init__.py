@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from streamer import assets
-from streamer.errors import ConfigError, ModelError
+from streamer.errors import ConfigError, ModelError, interrupted
 from streamer.models.base import Model, ModelInfo
 
 __all__ = ["BACKENDS", "Model", "ModelInfo", "load_labels", "load_model", "resolve_device", "resolve_model_path"]
@@ -74,7 +74,9 @@ def resolve_device(device: str) -> str:
         return "cpu"
     try:
         import torch
-    except ImportError:
+    except ImportError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
         return "cpu"
     if torch.cuda.is_available():
         return "cuda:0"
@@ -205,8 +207,9 @@ def describe_builtin_models() -> list[dict[str, str]]:
 
             proto = onnx.load(str(path), load_external_data=False)
             meta = {p.key: p.value for p in proto.metadata_props}
-        except Exception:  # noqa: BLE001 - the listing still shows what is known
-            pass
+        except Exception as exc:  # noqa: BLE001 - the listing still shows what is known
+            if interrupted(exc):
+                raise KeyboardInterrupt from None
         h, w = parse_imgsz(meta.get("imgsz"))
         row.update(task=meta.get("task", "detect"), classes=str(len(parse_names(meta.get("names")))),
                    input=f"{w}x{h} (any multiple of 32)", status=str(path))

@@ -7,21 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.errors import ModelError
+from streamer.errors import ModelError, import_optional
 from streamer.models.base import Model, ModelInfo, default_threads, detect_layout, parse_imgsz, parse_names
 
 log = logging.getLogger(__name__)
 
 
 def _import_ort():  # type: ignore[no-untyped-def]
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ModelError(
-            "the onnxruntime backend needs ONNX Runtime: run `pip install onnxruntime` "
-            "(or `pip install 'streamer[onnx]'`)"
-        ) from None
-    return ort
+    return import_optional(
+        "onnxruntime", ModelError,
+        "the onnxruntime backend needs ONNX Runtime: run `pip install onnxruntime` (or `pip install 'streamer[onnx]'`)",
+    )
 
 
 class OnnxRuntimeModel(Model):

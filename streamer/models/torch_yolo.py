@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamer.errors import ModelError
+from streamer.errors import ModelError, import_optional
 from streamer.models.base import Model, ModelInfo, default_threads
 from streamer.models.torchscript import pick_torch_device
 from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
@@ -29,13 +29,10 @@ def _first_line(exc: BaseException) -> str:
 
 def read_onnx_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Initializers (name -> array) and ``metadata_props`` (key -> value) of an ONNX file."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise ModelError(
-            "the torch backend reads weights from ONNX files and needs the onnx package: run `pip install onnx`"
-        ) from None
+    onnx = import_optional(
+        "onnx", ModelError, "the torch backend reads weights from ONNX files and needs the onnx package: run `pip install onnx`"
+    )
+    from onnx import numpy_helper
     try:
         proto = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise several unrelated types for a bad file
