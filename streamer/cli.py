@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("-o", "--output", default=None,
                      help="annotated video file (default: out/<name>.mp4); with several inputs, the output folder "
                           "(default: out)")
-    ann.add_argument("--jsonl", default=None, help="JSONL detections file (default: out/<name>.jsonl; one input only)")
+    ann.add_argument("--jsonl", default=None,
+                     help="JSONL detections file (default: the video's name with .jsonl, out/<name>.jsonl without -o; "
+                          "one input only)")
     _add_executor_args(ann, default="local")
     ann.add_argument("--no-video", action="store_true", help="write no annotated video")
     ann.add_argument("--no-progress", action="store_true", help="print no progress line")
@@ -161,7 +163,9 @@ def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any
         output = str(folder / f"{name}.mp4")
     video = None if args.no_video or images else (output or f"out/{name}.mp4")
     image_dir = (output or f"out/{name}_annotated") if images and not args.no_video else None
-    jsonl = args.jsonl or str((folder or Path("out")) / f"{name}.jsonl")
+    # The detections go next to the video the user named (same name, .jsonl), else to out/.
+    named = output is not None and folder is None and not images
+    jsonl = args.jsonl or str(Path(output).with_suffix(".jsonl") if named else (folder or Path("out")) / f"{name}.jsonl")
     data = {
         "job": "annotate",
         "source": source,

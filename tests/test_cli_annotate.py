@@ -179,3 +179,18 @@ def test_output_into_a_folder(make: bool, tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["annotate", "sample:carphone", "-o", "results" if make else "results/", "--no-progress"]) == 0, \
         capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["carphone.jsonl", "carphone.mp4"]
+
+
+def test_the_detections_go_next_to_the_video_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o results/clip_annotated.mp4`` without ``--jsonl`` writes results/clip_annotated.jsonl,
+    not a stray out/carphone.jsonl in the working folder."""
+    from streamer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    assert main(["annotate", "sample:carphone", "-o", "results/clip_annotated.mp4", "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["clip_annotated.jsonl", "clip_annotated.mp4"]
+    assert not (tmp_path / "out").exists()
+    assert "wrote results/clip_annotated.jsonl: " in capsys.readouterr().out
