@@ -16,6 +16,10 @@ and the annotated frame with the highest confidence is saved as the JPEG snapsho
 that long in one zone. An optional webhook receives the same objects as JSON POSTs from a
 background thread with retries; a slow or dead webhook never blocks the pipeline (events
 queue up to a bound, then the oldest are dropped and counted).
+
+Listeners (the MQTT output) hear each event as it happens, not only at its end: ``start``
+when it starts, ``update`` when it enters a zone, crosses a line or gets a clearly better
+snapshot, ``end``, and each ``loiter``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +50,17 @@ log = logging.getLogger(__name__)
 
 # time.monotonic() -> wall clock, fixed once so that event times are consistent.
 _WALL_OFFSET = time.time() - time.monotonic()
+
+#: Hears events as they happen: ``listener(change, record, picture)``. ``change`` is "start",
+#: "update", "end" or "loiter"; ``record`` has the fields of an events.jsonl line (``end`` and
+#: ``snapshot`` None until the end) plus ``id``, the same for every change of one event;
+#: ``picture`` is the best annotated frame so far (BGR, not to be modified), or None. Called
+#: on the sinks thread: a listener must only hand the change on, never block.
+EventListener = Callable[[str, dict[str, Any], "np.ndarray | None"], None]
+
+#: A rise of the best confidence that makes an "update" for the better snapshot; smaller
+#: rises happen on most frames and would make a message of each.
+BETTER_SNAPSHOT = 0.05
 
 
 def iso_time(monotonic_s: float) -> str:
@@ -69,6 +85,9 @@ class _Object:
     zones: list[str] = field(default_factory=list)  # zones entered, in order
     lines: list[dict[str, str]] = field(default_factory=list)  # lines crossed: {"line", "direction"}
     loitered: set[str] = field(default_factory=set)  # zones a loiter event was raised for
+    told: bool = False  # listeners have heard its start
+    told_geometry: int = 0  # zones + lines when listeners last heard of it
+    told_confidence: float = 0.0  # max_confidence when listeners last heard of it
 
 
 class WebhookSender:
@@ -166,6 +185,7 @@ class EventSink(Sink):
         webhook_retries: int = 3,
         webhook_timeout_s: float = 5.0,
         keep_events: int = 1000,
+        listeners: Sequence[EventListener] = (),
     ) -> None:
         if keep_events < 1:
             raise ConfigError(f"events keep_events must be at least 1, but got {keep_events}")
@@ -180,6 +200,7 @@ class EventSink(Sink):
         self.webhook_url = webhook
         self.webhook_retries = webhook_retries
         self.webhook_timeout_s = webhook_timeout_s
+        self.listeners = tuple(listeners)
         self.webhook: WebhookSender | None = None
         self._webhook_counts: tuple[int, int, int] | None = None
         # The newest events, for the dashboard; a 24/7 monitor would otherwise grow this
@@ -234,7 +255,8 @@ class EventSink(Sink):
         tracked = result.detections is not None and result.detections.tracker_id is not None
         seen = self._sightings(result)
         analytics = result.analytics
-        loiter: list[dict[str, Any]] = []
+        loiter: list[tuple[dict[str, Any], str]] = []
+        changes: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
         with self._lock:
             for key, (label, conf) in seen.items():
                 obj = self._objects.get((camera, key))
@@ -261,12 +283,45 @@ class EventSink(Sink):
                         obj.max_confidence, obj.best = 0.0, None
             self._clock[camera] = max(now, self._clock.get(camera, now))
             self._received[camera] = time.monotonic()
-        for event in loiter:
+            if self.listeners:
+                changes = self._changes(camera)
+        for change, record, picture in changes:
+            self._tell(change, record, picture)
+        for event, event_id in loiter:
             self._publish(event)
+            self._tell("loiter", {**event, "id": event_id}, None)
         self._expire(time.monotonic())
 
-    def _note_geometry(self, camera: str, analytics: Any, now: float) -> list[dict[str, Any]]:
-        """Record zones entered and lines crossed by watched tracks; loiter events to raise."""
+    def _changes(self, camera: str) -> list[tuple[str, dict[str, Any], np.ndarray | None]]:
+        """Starts and updates of ``camera``'s active objects that listeners have not heard yet.
+
+        With ``zones``, an object is news only once it is in one of them, as in the file."""
+        changes = []
+        for (cam, _key), obj in self._objects.items():
+            if cam != camera or not obj.active or (self.zones and not self.zones.intersection(obj.zones)):
+                continue
+            geometry = len(obj.zones) + len(obj.lines)
+            if not obj.told:
+                change = "start"
+            elif geometry != obj.told_geometry or obj.max_confidence >= obj.told_confidence + BETTER_SNAPSHOT:
+                change = "update"
+            else:
+                continue
+            obj.told, obj.told_geometry, obj.told_confidence = True, geometry, obj.max_confidence
+            changes.append((change, {**self._record(camera, obj, None, None), "id": self._event_id(camera, obj)},
+                            obj.best))
+        return changes
+
+    def _tell(self, change: str, record: dict[str, Any], picture: np.ndarray | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(change, record, picture)
+            except Exception:  # noqa: BLE001 - a listener's bug must not cost the file its events
+                log.exception("event listener failed on %s %s", change, record.get("id"))
+
+    def _note_geometry(self, camera: str, analytics: Any, now: float) -> list[tuple[dict[str, Any], str]]:
+        """Record zones entered and lines crossed by watched tracks; loiter events to raise,
+        each with the id of its object's event."""
         for entry in analytics.entries:
             obj = self._objects.get((camera, entry.track_id))
             if obj is not None and entry.zone not in obj.zones:
@@ -275,7 +330,7 @@ class EventSink(Sink):
             obj = self._objects.get((camera, cross.track_id))
             if obj is not None:
                 obj.lines.append({"line": cross.line, "direction": cross.direction})
-        events: list[dict[str, Any]] = []
+        events: list[tuple[dict[str, Any], str]] = []
         if self.loiter_s is None:
             return events
         for zone, stays in analytics.dwell.items():
@@ -286,10 +341,10 @@ class EventSink(Sink):
                 if self.zones and zone not in self.zones:
                     continue
                 obj.loitered.add(zone)
-                events.append({
+                events.append(({
                     "type": "loiter", "camera": camera, "track_id": obj.track_id, "label": obj.label,
                     "zone": zone, "since": iso_time(now - dwell_s), "at": iso_time(now), "dwell_s": round(dwell_s, 3),
-                })
+                }, self._event_id(camera, obj)))
         return events
 
     def idle(self) -> None:
@@ -317,27 +372,23 @@ class EventSink(Sink):
         for camera, obj in ended:
             self._emit(camera, obj)
 
-    def _emit(self, camera: str, track: _Object) -> None:
-        if self.zones and not self.zones.intersection(track.zones):
-            self.filtered += 1
-            return
-        start, end = track.start, max(track.last_seen, track.start + 1e-3)
-        snapshot = None
-        if track.best is not None:
-            stamp = iso_time(start).replace(":", "").replace("-", "")
-            who = track.label.replace(" ", "_") + (f"-{track.track_id}" if track.track_id is not None else "")
-            path = self.snapshots / f"{camera}-{who}-{stamp}.jpg"
-            if cv2.imwrite(str(path), track.best, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-                snapshot = str(path)
-            else:
-                log.error("could not write snapshot %s", path)
+    @staticmethod
+    def _event_id(camera: str, track: _Object) -> str:
+        """``CAMERA-LABEL[-TRACK]-START``: names the event's snapshot, and the event in MQTT."""
+        stamp = iso_time(track.start).replace(":", "").replace("-", "")
+        who = track.label.replace(" ", "_") + (f"-{track.track_id}" if track.track_id is not None else "")
+        return f"{camera}-{who}-{stamp}"
+
+    @staticmethod
+    def _record(camera: str, track: _Object, end: float | None, snapshot: str | None) -> dict[str, Any]:
+        """The events.jsonl form of an object's event (``end`` None while it goes on)."""
         event: dict[str, Any] = {"type": "object", "camera": camera}
         if track.track_id is not None:
             event["track_id"] = track.track_id
         event.update({
             "label": track.label,
-            "start": iso_time(start),
-            "end": iso_time(end),
+            "start": iso_time(track.start),
+            "end": iso_time(end) if end is not None else None,
             "max_confidence": round(track.max_confidence, 4),
             "frames": track.frames,
             "snapshot": snapshot,
@@ -345,9 +396,29 @@ class EventSink(Sink):
         if track.track_id is not None:
             event["zones"] = list(track.zones)
             event["lines"] = list(track.lines)
+        return event
+
+    def _emit(self, camera: str, track: _Object) -> None:
+        if self.zones and not self.zones.intersection(track.zones):
+            self.filtered += 1
+            return
+        end = max(track.last_seen, track.start + 1e-3)
+        event_id = self._event_id(camera, track)
+        snapshot = None
+        if track.best is not None:
+            path = self.snapshots / f"{event_id}.jpg"
+            if cv2.imwrite(str(path), track.best, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                snapshot = str(path)
+            else:
+                log.error("could not write snapshot %s", path)
+        event = self._record(camera, track, end, snapshot)
         log.info("event: %s %s%s %s..%s", camera, track.label,
                  f" #{track.track_id}" if track.track_id is not None else "", event["start"], event["end"])
         self._publish(event)
+        if self.listeners:
+            if not track.told:  # ended before its first write was over (a flush): listeners hear both
+                self._tell("start", {**self._record(camera, track, None, None), "id": event_id}, track.best)
+            self._tell("end", {**event, "id": event_id}, track.best)
 
     def _publish(self, event: dict[str, Any]) -> None:
         with self._lock:
