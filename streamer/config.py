@@ -12,6 +12,7 @@ YAML, so ``--set detect.conf=0.4`` gives a float and ``--set detect.classes=[0,2
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -66,7 +67,45 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_yaml(text, str(path))
+    data = parse_yaml(text, str(path))
+    expand_env(data, str(path))
+    return data
+
+
+_ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(node: Any, origin: str, where: str = "", line: int = 0) -> Any:
+    """Replace ``${NAME}`` in the file's strings by the environment variable NAME (in place).
+
+    Secrets (a broker password, a camera's credentials) then live in the environment and not
+    in a file that is copied around; ``$${NAME}`` stays a literal ``${NAME}``. An unset
+    variable is an error naming it, the key and the line, never a silent empty string.
+    The values are strings, so the keys that take them are the ones that take text.
+    """
+    if isinstance(node, dict):
+        lines = getattr(node, "key_lines", {})
+        for key, value in node.items():
+            node[key] = expand_env(value, origin, f"{where}.{key}" if where else str(key), lines.get(key, line))
+        return node
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            node[i] = expand_env(value, origin, f"{where}[{i}]", line)
+        return node
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def value_of(match: re.Match[str]) -> str:
+        escaped, name = match.groups()
+        if escaped:
+            return "${" + name + "}"
+        value = os.environ.get(name)
+        if value is None:
+            place = f"{origin}:{line}" if line else origin
+            raise ConfigError(f"{place}: {where}: the environment variable {name} is not set (the file says ${{{name}}})")
+        return value
+
+    return _ENV_REF.sub(value_of, node)
 
 
 def parse_yaml(text: str, origin: str = "<text>") -> dict[str, Any]:
@@ -411,6 +450,86 @@ class EventsConfig:
                f"events.webhook must be an http:// or https:// URL, but got {self.webhook!r}")
 
 
+_TOPIC_ILLEGAL = re.compile(r"[+#\x00]")
+
+
+def _check_topic(value: str, key: str) -> None:
+    _check(bool(value) and not value.startswith("/") and not value.endswith("/") and not _TOPIC_ILLEGAL.search(value),
+           f"{key} must be a topic without '+', '#' or a leading/trailing '/', but got {value!r}")
+
+
+@dataclass(frozen=True)
+class MqttTlsConfig:
+    """TLS to the broker: ``ca`` checks its certificate (absent: the system's CAs);
+    ``cert`` and ``key`` are a client certificate for brokers that ask for one."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check((self.cert is None) == (self.key is None), "mqtt.tls.cert and mqtt.tls.key go together")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Events, counts and snapshots published to an MQTT broker (``streamer.sinks.mqtt``).
+
+    ``password`` is best written ``${MQTT_PASSWORD}`` (read from the environment); it is
+    never printed, and ``repr`` leaves it out. ``required`` makes a broker that cannot be
+    reached at start an error (exit 2) instead of a warning and retries in the background.
+    ``camera`` names the one camera of a ``watch`` pipeline in topics (a monitor uses the
+    names under ``cameras``). ``queue_size`` bounds the events kept while the broker is away.
+    """
+
+    host: str = "127.0.0.1"
+    #: None: 1883, or 8883 with tls.
+    port: int | None = None
+    topic_prefix: str = "streamer"
+    #: None: ``<topic_prefix>-<host name>``.
+    client_id: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: MqttTlsConfig | None = None
+    snapshots: bool = True
+    discovery: bool = False
+    discovery_prefix: str = "homeassistant"
+    required: bool = False
+    camera: str = "camera"
+    queue_size: int = 1000
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.host.strip()), "mqtt.host must not be empty")
+        _check(self.port is None or 1 <= self.port <= 65535, f"mqtt.port must be between 1 and 65535, but got {self.port}")
+        _check_topic(self.topic_prefix, "mqtt.topic_prefix")
+        _check_topic(self.discovery_prefix, "mqtt.discovery_prefix")
+        _check(self.client_id is None or 1 <= len(self.client_id) <= 128,
+               "mqtt.client_id must be 1 to 128 characters")
+        _check(self.password is None or self.user is not None, "mqtt.password needs mqtt.user")
+        _check(bool(_CAMERA_NAME.match(self.camera)),
+               f"mqtt.camera {self.camera!r} must be letters, digits, '_', '-' or '.' (at most 64)")
+        _check(1 <= self.queue_size <= 100_000, f"mqtt.queue_size must be between 1 and 100000, but got {self.queue_size}")
+        _check(5 <= self.keepalive_s <= 3600, f"mqtt.keepalive_s must be between 5 and 3600, but got {self.keepalive_s}")
+        for name in ("connect_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            value = getattr(self, name)
+            _check(value > 0, f"mqtt.{name} must be > 0, but got {value}")
+        _check(self.backoff_max_s >= self.backoff_initial_s,
+               f"mqtt.backoff_max_s must be >= backoff_initial_s, but got {self.backoff_max_s}")
+
+    @property
+    def server(self) -> str:
+        """``mqtt://host:port`` (``mqtts://`` with TLS), for messages: never the password."""
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port_number}"
+
+    @property
+    def port_number(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls is not None else 1883)
+
+
 EXECUTORS = ("local", "ray")
 
 
@@ -474,6 +593,8 @@ class PipelineConfig:
     #: ...]}``, in source-frame pixels (``streamer.analytics``); a monitor sets them per camera.
     lines: Any = None
     zones: Any = None
+    #: Events, counts and snapshots to an MQTT broker (see :class:`MqttConfig`).
+    mqtt: MqttConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "track", _track_section(self.track))
@@ -522,16 +643,17 @@ def tracking(cfg: PipelineConfig, camera: CameraConfig | None = None) -> TrackCo
 
     ``track:`` decides when given; otherwise a monitor tracks when it has events, lines or
     zones (per-object events and counts need identities), and the other jobs track when they
-    have lines or zones.
+    have lines or zones, or publish events to MQTT.
     """
     if cfg.track is not None:
         return cfg.track if cfg.track.enabled else None
     if cfg.cameras is not None:
         cams = [camera] if camera is not None else list(cfg.cameras.values())
         geometry = any(c.lines or c.zones for c in cams)
-        events = bool(cfg.events.track) and bool(cfg.events.path or cfg.events.webhook)
+        events = bool(cfg.events.track) and bool(cfg.events.path or cfg.events.webhook or cfg.mqtt)
         return TrackConfig() if geometry or events else None
-    return TrackConfig() if cfg.lines or cfg.zones else None
+    # MQTT's events are per object, which takes identities.
+    return TrackConfig() if cfg.lines or cfg.zones or (cfg.mqtt is not None and cfg.events.track) else None
 
 
 # --------------------------------------------------------------------------- validation
@@ -682,6 +804,10 @@ def _check_path(parts: list[str], item: str) -> None:
         origin = typing.get_origin(tp)
         if origin is dict:
             return
+        if origin in (typing.Union, types.UnionType):
+            # An optional section (``mqtt: X | None``): its keys are checked like any other.
+            sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+            tp = sections[0] if len(sections) == 1 else tp
         cls = tp
 
 
