@@ -602,6 +602,8 @@ class PipelineConfig:
         object.__setattr__(self, "lines", line_specs)
         object.__setattr__(self, "zones", zone_specs)
         _check(self.job in JOBS, f"job must be one of {list(JOBS)}, but got {self.job!r}")
+        _check(self.mqtt is None or self.executor.kind == "local",
+               "mqtt needs executor.kind local: the Ray monitor has no MQTT output")
         _check(self.stage_timeout_s > 0, f"stage_timeout_s must be > 0, but got {self.stage_timeout_s}")
         if self.cameras is not None:
             _check(bool(self.cameras), "cameras must list at least one camera")

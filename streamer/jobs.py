@@ -315,6 +315,10 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
+    if cfg.mqtt is not None:
+        from streamer.sinks.mqtt import watch_outputs
+
+        sinks.extend(watch_outputs(cfg, source))
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
         return [f"dropped {pipeline.dropped + source.dropped}"]

@@ -33,6 +33,7 @@ from streamer.pipeline import Pipeline
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.events import EventSink
 from streamer.sinks.jsonl import JsonlSink
+from streamer.sinks.mqtt import MqttSink, mqtt_output
 from streamer.sinks.video import VideoSink
 from streamer.sources import make_source
 from streamer.sources.live import ENDED, LiveSource
@@ -90,15 +91,16 @@ def camera_outputs(cfg: PipelineConfig, names: list[str]) -> list[Sink]:
     return outputs
 
 
-def event_sink(cfg: PipelineConfig) -> EventSink | None:
-    """The per-object event sink the config asks for (tracking and a path or webhook), or None."""
+def event_sink(cfg: PipelineConfig, mqtt: MqttSink | None = None) -> EventSink | None:
+    """The per-object event sink the config asks for (a path, a webhook or MQTT), or None."""
     ev = cfg.events
-    if not (ev.track and (ev.path or ev.webhook)):
+    if not (ev.track and (ev.path or ev.webhook or mqtt is not None)):
         return None
     return EventSink(
         ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
         gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook,
         webhook_retries=ev.webhook_retries, webhook_timeout_s=ev.webhook_timeout_s,
+        listeners=[mqtt.on_event] if mqtt is not None else (),
     )
 
 
@@ -123,6 +125,7 @@ class MonitorRun:
     server: Any = None
     hub: Any = None
     events: EventSink | None = None
+    mqtt: MqttSink | None = None
     tracking: bool
     camera_stats: CameraStats
     started_at: float
@@ -213,8 +216,11 @@ class Monitor(MonitorRun):
         self.camera_outputs = camera_outputs(cfg, names)
         self._make_dashboard(names)
         self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
-        self.events = event_sink(cfg)
+        self.mqtt = mqtt_output(cfg, names, lambda: {name: self.camera_state(name) for name in self.cameras})
+        self.events = event_sink(cfg, self.mqtt)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
+        if self.mqtt is not None:
+            sinks.append(self.mqtt)  # before the events: closed after them, so their ends get out
         if self.events is not None:
             sinks.append(self.events)
         self.source = MultiSource(self.cameras)
@@ -269,6 +275,7 @@ class Monitor(MonitorRun):
             "cameras": cameras,
             "stages": stages,
             "events": self.events.recent(20) if self.events is not None else [],
+            **({"mqtt": self.mqtt.stats()} if self.mqtt is not None else {}),
         }
 
 
@@ -312,7 +319,7 @@ def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float |
     if source_note:
         summary.lines.append(source_note)
     summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
-    summary.lines.extend(written_lines([*monitor.camera_outputs, monitor.events],
+    summary.lines.extend(written_lines([*monitor.camera_outputs, monitor.events, monitor.mqtt],
                                        monitor.pipeline.stats().incomplete_outputs))
     return summary
 
