@@ -3,22 +3,32 @@
 The network is rebuilt by :mod:`streamer.models.yolo_arch` from the export's initializers,
 so the same file serves ONNX Runtime and PyTorch; PyTorch brings CUDA, fp16 and
 ``channels_last`` without an ONNX Runtime GPU build.
+
+On CUDA the network is replayed from CUDA graphs (:mod:`streamer.gpu.graphs`, captured at
+open), and :meth:`TorchYoloModel.detect` / :meth:`TorchYoloModel.detect_frames` decode and
+suppress on the device (:mod:`streamer.gpu.nms`), so only the kept rows reach the host. On the
+CPU the model runs eagerly and the pipeline decodes with the Numba kernels, as before.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamer.errors import ModelError, import_optional
+from streamer.gpu.graphs import DEFAULT_BUCKETS, GraphedModel, check_buckets, plan
+from streamer.gpu.nms import decode_nms_v8
+from streamer.gpu.nv12 import Nv12Image
 from streamer.models.base import Model, ModelInfo, default_threads
 from streamer.models.torchscript import pick_torch_device
 from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
+from streamer.postprocess.yolo import MAX_NMS
 from streamer.preprocess_torch import DeviceLetterbox
-from streamer.types import Letterbox
+from streamer.types import Detections, Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +64,14 @@ class TorchYoloModel(Model):
     a warning, elsewhere: on CPU fp16 convolutions are slower than fp32). ``threads`` sets
     PyTorch's intra-op pool on CPU, which is process-wide. Input sizes are free (multiples of
     32), any batch; the output is always float32 ``(B, 4 + nc, A)``.
+
+    ``cuda_graphs``: replay the network from CUDA graphs, batches padded to ``graph_buckets``
+    (None: on CUDA yes, elsewhere no; True off CUDA is ignored with a warning). Measured on an
+    H200, YOLO11n fp16: 8.5 → 1.07 ms at batch 1, 10.9 → 2.06 ms at batch 8.
     """
+
+    #: True on CUDA (after ``open()``): :meth:`detect` decodes and suppresses on the device.
+    device_postprocess: bool = False
 
     def __init__(
         self,
@@ -65,11 +82,16 @@ class TorchYoloModel(Model):
         half: bool = False,
         licence: str = "",
         device_preprocess: bool | None = None,
+        cuda_graphs: bool | None = None,
+        graph_buckets: Sequence[int] = DEFAULT_BUCKETS,
     ) -> None:
         self.path = Path(path)
         self.device = device
         self.threads = threads
         self.half = half
+        self.cuda_graphs = cuda_graphs
+        self.graph_buckets = check_buckets(graph_buckets)
+        self._graphs: GraphedModel | None = None
         # None: letterbox on the GPU when running on CUDA (uint8 upload), on the CPU otherwise.
         self._device_preprocess = device_preprocess
         self._letterbox: DeviceLetterbox | None = None
@@ -108,8 +130,10 @@ class TorchYoloModel(Model):
         self._net, self._device, self._dtype = net, device, dtype
         on_device = self._device_preprocess if self._device_preprocess is not None else device.type == "cuda"
         self.device_preprocess = bool(on_device)
-        self._letterbox = DeviceLetterbox(device, dtype) if on_device else None
+        self.device_postprocess = device.type == "cuda"
+        self._letterbox = DeviceLetterbox(device, dtype)
         height, width = net.imgsz
+        self._graphs = self._capture_graphs(net, device, dtype, (height, width))
         try:
             raw = self._run(torch.zeros((1, 3, height, width)))
         except RuntimeError as exc:
@@ -137,14 +161,36 @@ class TorchYoloModel(Model):
         precision = str(dtype).removeprefix("torch.")
         log.info("%s: %s detector, %d classes, on %s (%s)", self.path, net.version, net.nc, device, precision)
 
-    def _run(self, batch: torch.Tensor) -> np.ndarray:
-        net = self.network
+    def _capture_graphs(
+        self, net: YoloDetectionModel, device: torch.device, dtype: torch.dtype, hw: tuple[int, int]
+    ) -> GraphedModel | None:
+        """CUDA graphs of every batch bucket at the model's own size, or None (eager)."""
+        wanted = self.cuda_graphs if self.cuda_graphs is not None else device.type == "cuda"
+        if not wanted:
+            return None
+        if device.type != "cuda":
+            log.warning("%s: CUDA graphs need a CUDA device; running eagerly on %s", self.path, device)
+            return None
+        graphs = GraphedModel(net, device=device, dtype=dtype, buckets=self.graph_buckets, channels_last=True)
+        try:
+            graphs.capture(hw)
+        except RuntimeError as exc:  # an operation capture refuses: the eager model still works
+            log.warning("%s: CUDA graph capture failed, running eagerly: %s", self.path, _first_line(exc))
+            return None
+        return graphs
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The raw output (B, 4 + nc, A) on the model's device, in its dtype (fp16 with ``half``)."""
         x = batch.to(device=self._device, dtype=self._dtype, non_blocking=True)
+        if self._graphs is not None:
+            return self._graphs(x)  # copied into the graphs' channels_last input
         if self._device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            out = net(x)
-        return out.float().cpu().numpy()
+            return self.network(x)
+
+    def _run(self, batch: torch.Tensor) -> np.ndarray:
+        return self.forward(batch).float().cpu().numpy()
 
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Run (B, 3, H, W) float in [0, 1], RGB (NumPy, or a tensor on any device); H, W multiples of 32.
@@ -159,13 +205,72 @@ class TorchYoloModel(Model):
             return self._run(batch)
         return self._run(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
 
-    def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> torch.Tensor:
-        """Letterbox uint8 BGR frames on the model's device into one input batch."""
-        if self._letterbox is None:
+    def prepare(self, images: Sequence[np.ndarray | Nv12Image], boxes: Sequence[Letterbox]) -> torch.Tensor:
+        """Letterbox frames (uint8 BGR on the host, or NV12 on the device) on the model's
+        device into one input batch."""
+        if self._letterbox is None or not self.device_preprocess:
             raise RuntimeError(f"{self.path}: device preprocessing is off")
         with torch.inference_mode():
             return self._letterbox(images, boxes)
 
+    def detect(
+        self,
+        batch: torch.Tensor,
+        boxes: Sequence[Letterbox],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        class_mask: np.ndarray | None = None,
+        agnostic: bool = False,
+        multi_label: bool = False,
+        max_det: int = 300,
+        max_nms: int = MAX_NMS,
+    ) -> list[Detections]:
+        """Run ``batch`` (B, 3, H, W) and decode it where it ran: one ``Detections`` per image,
+        in source pixels through ``boxes``, the same rows the Numba decoder gives for the raw
+        output (see :mod:`streamer.gpu.nms`). Only the kept rows are copied to the host."""
+        raw = self.forward(batch)
+        return decode_nms_v8(
+            raw, boxes, conf=conf, iou=iou, class_mask=class_mask, agnostic=agnostic, multi_label=multi_label,
+            max_det=max_det, max_nms=max_nms,
+        ).to_host()
+
+    def detect_frames(
+        self,
+        images: Sequence[np.ndarray | Nv12Image],
+        boxes: Sequence[Letterbox],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        class_mask: np.ndarray | None = None,
+        agnostic: bool = False,
+        multi_label: bool = False,
+        max_det: int = 300,
+        max_nms: int = MAX_NMS,
+    ) -> list[Detections]:
+        """Frames to detections in one call: letterbox (straight into the CUDA graph's input
+        when there are graphs), run, decode and suppress on the device, copy the kept rows."""
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} letterboxes")
+        letterbox = self._letterbox
+        if letterbox is None:
+            raise RuntimeError(f"{self.path}: model is not open")
+        hw = (max(lb.input_hw[0] for lb in boxes), max(lb.input_hw[1] for lb in boxes))
+        out: list[Detections] = []
+        for start, stop, _ in plan(len(images), self.graph_buckets):
+            part, part_boxes = images[start:stop], boxes[start:stop]
+            if self._graphs is not None:
+                raw = self._graphs.run(stop - start, hw, lambda buffer: letterbox(part, part_boxes, buffer))
+            else:
+                with torch.inference_mode():
+                    raw = self.forward(letterbox(part, part_boxes))
+            out.extend(decode_nms_v8(
+                raw, part_boxes, conf=conf, iou=iou, class_mask=class_mask, agnostic=agnostic,
+                multi_label=multi_label, max_det=max_det, max_nms=max_nms,
+            ).to_host())
+        return out
+
     def close(self) -> None:
         self._net = None
         self._letterbox = None
+        self._graphs = None
