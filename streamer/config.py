@@ -230,6 +230,9 @@ class CaptureConfig:
     #: How RTSP/HTTP streams are read: ``auto`` (the faster of the two, see StreamSource),
     #: ``pyav`` or ``opencv``.
     backend: str = "auto"
+    #: Who decodes: ``auto`` (NVDEC when the model runs on CUDA and NVDEC opens the stream,
+    #: else the CPU), ``cpu`` or ``nvdec`` (see streamer.sources.nvdec).
+    decode: str = "auto"
     stall_timeout_s: float = 5.0
     open_timeout_s: float = 5.0
     backoff_initial_s: float = 0.5
@@ -245,6 +248,8 @@ class CaptureConfig:
         _check(self.transport in ("tcp", "udp"), f"capture.transport must be one of ['tcp', 'udp'], but got {self.transport!r}")
         _check(self.backend in ("auto", "pyav", "opencv"),
                f"capture.backend must be one of ['auto', 'pyav', 'opencv'], but got {self.backend!r}")
+        _check(self.decode in ("auto", "cpu", "nvdec"),
+               f"capture.decode must be one of ['auto', 'cpu', 'nvdec'], but got {self.decode!r}")
         for name in ("stall_timeout_s", "open_timeout_s", "backoff_initial_s", "backoff_max_s"):
             value = getattr(self, name)
             _check(value > 0, f"capture.{name} must be > 0, but got {value}")
