@@ -433,3 +433,188 @@ def test_watch_publishes_and_the_last_will_says_offline_on_sigkill(broker: Mosqu
             out, err = proc.communicate()
     assert PASSWORD not in out + err
     assert [p for p in sub.on("streamer/available")] == [b"online", b"offline"]
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "expected"),
+    [
+        (None, {}),
+        ({"connected": False, "published": 7, "queued": 3, "dropped": 2, "reconnects": 1},
+         {"streamer_mqtt_connected": 0.0, "streamer_mqtt_published_messages_total": 7.0,
+          "streamer_mqtt_queued_messages": 3.0, "streamer_mqtt_dropped_messages_total": 2.0,
+          "streamer_mqtt_reconnects_total": 1.0}),
+    ],
+)
+def test_mqtt_counters_in_metrics(mqtt: dict[str, Any] | None, expected: dict[str, float]) -> None:
+    from streamer.sinks.dashboard.metrics import render_metrics
+
+    text = render_metrics({"mqtt": mqtt} if mqtt is not None else {})
+    found = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+             if line.startswith("streamer_mqtt_")}
+    assert found == expected
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+def start_monitor(tmp_path: Path, cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen[str]:
+    from tests.test_monitor_e2e import launch_monitor
+
+    monkeypatch.setenv("MQTT_PASSWORD", PASSWORD)  # the file says ${MQTT_PASSWORD}
+    return launch_monitor(tmp_path, cfg)
+
+
+def events_of(sub: Subscriber, camera: str) -> list[dict[str, Any]]:
+    unique = {m["seq"]: m for m in (json.loads(p) for p in sub.on("streamer/events"))}  # QoS 1 may repeat one
+    return [m for _, m in sorted(unique.items()) if m["camera"] == camera]
+
+
+@pytest.mark.slow
+def test_two_people_scene_over_mqtt(broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.rtsp import RtspServer, require_rtsp
+    from tests.test_monitor_e2e import dashboard_url, get_json, get_text
+    from tests.test_monitor_tracking_e2e import metric, still_clip
+
+    require_rtsp()
+    server = RtspServer({"yard": still_clip(tmp_path / "yard.mp4", seconds=20)}).start()
+    cfg = {
+        "cameras": {"yard": {"url": server.url("yard"), "zones": {"lawn": [[0, 0], [700, 0], [700, 466], [0, 466]]}}},
+        "capture": {"stall_timeout_s": 3, "open_timeout_s": 3, "backoff_initial_s": 0.25, "backoff_max_s": 1},
+        "dashboard": {"port": 0},
+        "events": {"track": ["person"], "min_confidence": 0.5, "min_frames": 3, "gone_after_s": 1.5,
+                   "path": str(tmp_path / "events.jsonl"), "snapshots": str(tmp_path / "snaps")},
+        "mqtt": broker.mqtt_section("streamer", discovery=True),
+    }
+    out = err = ""
+    with Subscriber(broker, *WATCHER, ["streamer/#", "homeassistant/#"]) as sub:
+        proc = start_monitor(tmp_path, cfg, monkeypatch)
+        try:
+            base = dashboard_url(proc)
+            starts = lambda: {m["track_id"] for m in events_of(sub, "yard") if m["event"] == "start"}  # noqa: E731
+            sub.wait_for(lambda: len(starts()) >= 2, 90, "two event starts")
+            sub.wait_for(lambda: sub.last("streamer/yard/person") == b"2", 30, "two people in view")
+            sub.wait_for(lambda: sub.last("streamer/yard/zones/lawn/person") == b"2", 30, "two people on the lawn")
+            sub.wait_for(lambda: sub.last("streamer/yard/state") == b"streaming", 30, "the camera streaming")
+            with Subscriber(broker, *WATCHER, ["streamer/yard/person"]) as late:  # what the broker retained
+                late.wait_for(lambda: late.messages, 10, "the retained count")
+                assert late.messages[0][1:] == (b"2", True)
+            stats = get_json(base + "api/stats")
+            metrics = get_text(base + "metrics")
+            assert stats["mqtt"]["connected"] is True and stats["mqtt"]["published"] > 0
+            assert stats["mqtt"]["dropped"] == 0 and stats["mqtt"]["user"] == "streamer"
+            assert (metric(metrics, "streamer_mqtt_published_messages_total") or
+                    float(re.search(r"^streamer_mqtt_published_messages_total (\S+)$", metrics, re.M).group(1))) > 0
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 130, err[-2000:]
+            sub.wait_for(lambda: sub.last("streamer/available") == b"offline", 10, "offline after the stop")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                out, err = proc.communicate()
+            server.stop()
+    messages = events_of(sub, "yard")
+    started = {m["id"]: m for m in messages if m["event"] == "start"}
+    ended = {m["id"]: m for m in messages if m["event"] == "end"}
+    assert len({m["track_id"] for m in started.values()}) == len(started) >= 2, messages
+    assert set(ended) == set(started), messages  # every event that started has ended
+    for event_id, end in ended.items():
+        assert end["type"] == "object" and end["label"] == "person" and end["zones"] == ["lawn"]
+        assert end["start"] == started[event_id]["start"] and end["end"] is not None
+        assert end["max_confidence"] > 0.8 and Path(end["snapshot"]).is_file()
+        assert started[event_id]["end"] is None and started[event_id]["snapshot"] is None
+    # The events.jsonl lines are the end messages less their three MQTT fields.
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert sorted(lines, key=lambda e: e["track_id"]) == sorted(
+        ({k: v for k, v in m.items() if k not in ("event", "id", "seq")} for m in ended.values()),
+        key=lambda e: e["track_id"])
+    jpeg = cv2.imdecode(np.frombuffer(sub.last("streamer/yard/person/snapshot") or b"", np.uint8), cv2.IMREAD_COLOR)
+    assert jpeg is not None and jpeg.shape == (466, 700, 3)
+    configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/") and p}
+    check_discovery(configs, "yard", ["person"], zones=["lawn"])
+    summary = [line for line in out.splitlines() if line.startswith("wrote mqtt://")]
+    assert summary and re.search(r"\d+ messages published", summary[0]), out
+    for text in (out, err, json.dumps(stats), metrics):
+        assert PASSWORD not in text
+
+
+def blinking_clip(path: Path) -> Path:
+    """Two people for 2 s, nobody for 2 s, at 10 fps: a looped camera makes events come and go."""
+    from streamer import assets
+    from tests.conftest import require_tool
+
+    ffmpeg = require_tool("ffmpeg")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-loop", "1", "-t", "2", "-i", str(assets.sample_path("sample:testimg")),
+                    "-f", "lavfi", "-t", "2", "-i", "color=c=black:s=480x320:r=10", "-filter_complex",
+                    "[0:v]scale=480:320,fps=10,setsar=1[a];[1:v]setsar=1[b];[a][b]concat=n=2:v=1[v]",
+                    "-map", "[v]", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True, timeout=120)
+    return path
+
+
+@pytest.mark.slow
+def test_broker_stopped_mid_run_costs_no_frames_and_loses_nothing_silently(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.rtsp import RtspServer, require_rtsp
+    from tests.test_monitor_e2e import dashboard_url, get_json
+
+    require_rtsp()
+    camera = RtspServer({"door": blinking_clip(tmp_path / "door.mp4")}).start()  # loops the clip at its 10 fps
+    broker = Mosquitto(tmp_path, {"streamer": PASSWORD, WATCHER[0]: WATCHER[1]}, persistence=True).start()
+    cfg = {
+        "cameras": {"door": {"url": camera.url("door")}},
+        "model": {"imgsz": 320},
+        "dashboard": {"port": 0},
+        "events": {"track": ["person"], "min_confidence": 0.5, "min_frames": 2, "gone_after_s": 1.0,
+                   "path": str(tmp_path / "events.jsonl"), "snapshots": str(tmp_path / "snaps")},
+        "mqtt": broker.mqtt_section("streamer", queue_size=3, backoff_initial_s=0.2, backoff_max_s=1),
+    }
+    sub = Subscriber(broker, *WATCHER, ["streamer/events"], client_id="watcher", clean_session=False)
+    out = err = ""
+    try:
+        with sub:
+            proc = start_monitor(tmp_path, cfg, monkeypatch)
+            try:
+                base = dashboard_url(proc)
+
+                def frames() -> int:
+                    return int(get_json(base + "api/stats")["cameras"]["door"]["frames"])
+
+                def rate(seconds: float) -> float:
+                    first, t0 = frames(), time.monotonic()
+                    time.sleep(seconds)
+                    return (frames() - first) / (time.monotonic() - t0)
+
+                sub.wait_for(lambda: len(events_of(sub, "door")) >= 2, 90, "the first events")
+                before = rate(6)
+                broker.stop()
+                away = rate(8)
+                during = get_json(base + "api/stats")["mqtt"]
+                assert during["connected"] is False and during["queued"] == 3 and during["dropped"] >= 1, during
+                broker.start()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    mqtt = get_json(base + "api/stats")["mqtt"]
+                    if mqtt["connected"] and mqtt["reconnects"] >= 1 and mqtt["queued"] == 0:
+                        break
+                    time.sleep(0.2)
+                else:
+                    raise AssertionError(f"the queue was not sent after the broker came back: {mqtt}")
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    out, err = proc.communicate()
+            sub.wait_for(lambda: events_of(sub, "door") and events_of(sub, "door")[-1]["event"] == "end", 10,
+                         "the last event's end")
+    finally:
+        broker.kill()
+        camera.stop()
+    # The broker's outage costs the pipeline nothing: the camera's 10 fps go on.
+    assert before > 5 and away >= 0.85 * before, (before, away)
+    seqs = [m["seq"] for m in events_of(sub, "door")]
+    dropped = int(re.search(r"(\d+) events dropped", out).group(1))  # type: ignore[union-attr]
+    assert dropped >= during["dropped"] >= 1
+    # Every message is either received or counted as dropped: no gap in seq is unexplained.
+    assert len(seqs) + dropped == max(seqs), (seqs, dropped)
+    assert PASSWORD not in out + err

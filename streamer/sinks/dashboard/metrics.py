@@ -172,6 +172,17 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     f.gauge("streamer_uptime_seconds", "Seconds since the pipeline started.").add([], stats.get("uptime_s"))
     f.gauge("streamer_nodes", "Ray nodes the cameras run on (absent in a single process).").add([], stats.get("nodes"))
 
+    mqtt = _mapping(stats.get("mqtt"))
+    f.gauge("streamer_mqtt_connected", "1 while the MQTT output is connected to its broker.").add(
+        [], mqtt.get("connected"))
+    f.counter("streamer_mqtt_published_messages", "MQTT messages the broker acknowledged.").add([], mqtt.get("published"))
+    f.gauge("streamer_mqtt_queued_messages", "MQTT messages waiting: queued while the broker is away, or not yet "
+            "acknowledged.").add([], mqtt.get("queued"))
+    f.counter("streamer_mqtt_dropped_messages", "MQTT events dropped: the queue was full while the broker was away, "
+              "or they were unsent at the end.").add([], mqtt.get("dropped"))
+    f.counter("streamer_mqtt_reconnects", "Connections to the MQTT broker after the first.").add(
+        [], mqtt.get("reconnects"))
+
     board = _mapping(dashboard)
     jpegs = f.counter("streamer_dashboard_jpeg_frames", "Frames JPEG-encoded for the dashboard.", cam_l)
     skipped = f.counter("streamer_dashboard_skipped_frames",
