@@ -618,3 +618,25 @@ def test_broker_stopped_mid_run_costs_no_frames_and_loses_nothing_silently(
     # Every message is either received or counted as dropped: no gap in seq is unexplained.
     assert len(seqs) + dropped == max(seqs), (seqs, dropped)
     assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize("case", ["bad password", "closed port"])
+def test_monitor_with_a_required_broker_that_refuses_exits_2_with_one_line(
+        broker: Mosquitto, tmp_path: Path, case: str) -> None:
+    section = broker.mqtt_section("streamer", required=True, connect_timeout_s=3)
+    env = run_env()
+    if case == "bad password":
+        env["MQTT_PASSWORD"] = "not-" + PASSWORD
+    else:
+        broker.kill()
+    (tmp_path / "m.yaml").write_text(json.dumps({"cameras": {"door": {"url": "synthetic:320x240@10"}},
+                                                 "dashboard": {"enabled": False}, "mqtt": section}))
+    proc = subprocess.run([sys.executable, "-m", "streamer", "-v", "monitor", str(tmp_path / "m.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("streamer:")]
+    expected = "the broker refused user 'streamer': Not authorized" if case == "bad password" else \
+        "cannot connect: [Errno 111] Connection refused"
+    assert errors == [f"streamer: mqtt mqtt://127.0.0.1:{broker.port}: {expected} (mqtt.required is true)"], \
+        proc.stderr
