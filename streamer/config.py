@@ -179,6 +179,10 @@ class DetectConfig:
     max_det: int = 300
     top_k: int = 5
     max_nms: int = MAX_NMS
+    #: Monitor: at most this many frames a second of each camera go to the model (Frigate's
+    #: detect fps); ``cameras.NAME.fps`` overrides it per camera; 0 detects nothing. None:
+    #: as many as the model's fair share allows.
+    fps: float | None = None
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.conf <= 1.0, f"detect.conf must be between 0 and 1, but got {self.conf}")
@@ -186,6 +190,7 @@ class DetectConfig:
         _check(0.0 <= self.iou <= 1.0, f"detect.iou must be between 0 and 1, but got {self.iou}")
         _check(self.max_det >= 1, f"detect.max_det must be >= 1, but got {self.max_det}")
         _check(self.top_k >= 1, f"detect.top_k must be >= 1, but got {self.top_k}")
+        _check(self.fps is None or self.fps >= 0, f"detect.fps must be >= 0, but got {self.fps}")
         if self.classes is not None:
             _check(all(c >= 0 for c in self.classes), f"detect.classes must be class ids >= 0, but got {list(self.classes)}")
 
@@ -243,6 +248,9 @@ class CaptureConfig:
     fps: float | None = None
     fourcc: str | None = None
     loop: bool = False
+    #: Monitor: decode only what the model will use (each camera's decode level follows what
+    #: the model takes, see streamer.sources.shedding); false decodes every frame.
+    shed: bool = True
 
     def __post_init__(self) -> None:
         _check(self.transport in ("tcp", "udp"), f"capture.transport must be one of ['tcp', 'udp'], but got {self.transport!r}")
@@ -381,8 +389,8 @@ class QueueSettings:
 
     def __post_init__(self) -> None:
         _check(self.size is None or self.size >= 1, f"queue.size must be >= 1, but got {self.size}")
-        _check(self.policy in (None, "block", "drop_oldest"),
-               f"queue.policy must be one of ['block', 'drop_oldest'], but got {self.policy!r}")
+        _check(self.policy in (None, "block", "drop_oldest", "latest_per_key"),
+               f"queue.policy must be one of ['block', 'drop_oldest', 'latest_per_key'], but got {self.policy!r}")
 
 
 _CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -395,7 +403,12 @@ class CameraConfig:
 
     url: str = ""
     jsonl: str | None = None
+    #: The camera's recording: its own packets copied into an MP4 (no decode, no encode),
+    #: or with ``record_boxes`` a re-encoded copy with the boxes drawn in.
     record: str | None = None
+    record_boxes: bool = False
+    #: At most this many frames a second to the model (default ``detect.fps``); 0: none.
+    fps: float | None = None
     enabled: bool = True
     #: Counting lines and zones of this camera, in its own pixels (see PipelineConfig).
     lines: Any = None
@@ -407,6 +420,7 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.url), "url is required for every camera")
+        _check(self.fps is None or self.fps >= 0, f"fps must be >= 0, but got {self.fps}")
         _check(self.node is None or bool(self.node.strip()), "node must be a node IP or node id, but got ''")
         for key, amount in (self.resources or {}).items():
             _check(amount > 0, f"resources.{key} must be > 0, but got {amount}")

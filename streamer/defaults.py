@@ -19,12 +19,28 @@ class QueueConfig:
 
     size: int = 4
     policy: Policy = Policy.BLOCK
+    #: When set (and the pipeline has a model), every edge is lossless instead: one frame into
+    #: the first stage, ``feed`` into the model, ``size`` after it. The source is then read
+    #: only as fast as the model takes frames, so a live source sheds its load where it is
+    #: cheapest, in its own slot before the frame is decoded or converted, and nothing the
+    #: model worked on is thrown away.
+    feed: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.size, int) and self.size >= 1):
             raise ValueError(f"queue size must be an integer >= 1, but got {self.size!r}")
+        if self.feed is not None and not (isinstance(self.feed, int) and self.feed >= 1):
+            raise ValueError(f"queue feed must be an integer >= 1, but got {self.feed!r}")
         if not isinstance(self.policy, Policy):
             raise TypeError(f"queue policy must be one of {[p.value for p in Policy]}, but got {self.policy!r}")
+
+    def edges(self, stages: list[str]) -> list[tuple[int, Policy]]:
+        """(size, policy) of the queue into each of ``stages``, in order."""
+        if self.feed is None or "infer" not in stages:
+            return [(self.size, self.policy)] * len(stages)
+        model_at = stages.index("infer")
+        return [(1 if i < model_at else self.feed if i == model_at else self.size, Policy.BLOCK)
+                for i in range(len(stages))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +68,9 @@ QUEUES: dict[str, QueueDefault] = {
     ),
     "cameras": QueueDefault(
         1, "cameras", Policy.LATEST_PER_KEY, "several live cameras (`cameras:`)", "monitor",
-        "one slot per camera: a busy camera never pushes another camera's frame out",
+        "one slot per camera: a busy camera never pushes another camera's frame out; with a model every edge "
+        "blocks instead (one frame, then one batch into the model, then these sizes), so a frame leaves its "
+        "camera only when the model has room and the rest are shed there, before they are decoded",
     ),
 }
 
@@ -70,7 +88,9 @@ def queue_for(kind: str, *, batch: int = 1, cameras: int = 1, size: int | None =
         raise ValueError(f"unknown source kind {kind!r}, expecting one of {list(QUEUES)}")
     if size is None:
         size = {"": row.size, "batch": max(row.size, 2 * batch), "cameras": row.size * max(1, cameras)}[row.scale]
-    return QueueConfig(size=size, policy=Policy.parse(policy) if policy is not None else row.policy)
+    # Cameras feed the model on demand unless the pipeline file chose a policy of its own.
+    feed = max(1, batch) if kind == "cameras" and policy is None else None
+    return QueueConfig(size=size, policy=Policy.parse(policy) if policy is not None else row.policy, feed=feed)
 
 
 def queue_table() -> str:

@@ -59,6 +59,8 @@ class CameraStats(Sink):
         self.analytics: dict[str, Any] = {}
         self.names: tuple[str, ...] = ()
         self.in_view: dict[str, int] = {}
+        #: per camera: when its newest result's frame was captured (monotonic seconds)
+        self.newest: dict[str, float] = {}
 
     def write(self, result: Result) -> None:
         camera = result.frame.source_id
@@ -70,6 +72,7 @@ class CameraStats(Sink):
         if det is not None and det.tracker_id is not None:
             self.in_view[camera] = int((det.tracker_id >= 0).sum())
         meter = self.meters.get(camera)
+        self.newest[camera] = max(self.newest.get(camera, 0.0), result.frame.captured_at)
         if meter is not None:
             elapsed_s = time.monotonic() - result.frame.captured_at
             meter.record(elapsed_s * 1000.0)
@@ -78,14 +81,15 @@ class CameraStats(Sink):
             self.publish(camera, result.image)
 
 
-def camera_outputs(cfg: PipelineConfig, names: list[str]) -> list[Sink]:
-    """Each camera's own JSONL and recording, as the config names them."""
+def camera_outputs(cfg: PipelineConfig, names: list[str], *, copies: bool = False) -> list[Sink]:
+    """Each camera's own JSONL and drawn recording, as the config names them. With ``copies``
+    a recording without ``record_boxes`` is the camera's own (made by its source), not a sink."""
     outputs: list[Sink] = []
     for name in names:
         cam = cfg.cameras[name]  # type: ignore[index]
         if cam.jsonl:
             outputs.append(ForSource(JsonlSink(cam.jsonl), name))
-        if cam.record:
+        if cam.record and (cam.record_boxes or not copies):
             outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()),
                                      name))
     return outputs
@@ -159,9 +163,14 @@ class MonitorRun:
         lines = []
         for name, c in stats["cameras"].items():
             where = f" on node {str(c['node'])[:12]}" if "node" in c else ""
+            shed = ""
+            if "decode_level" in c:
+                age = c.get("result_age_s")
+                shed = (f" | decode {c['decode_level']}: {c['decoded_fps']:.1f} decoded, {c['skipped_fps']:.1f} "
+                        f"skipped fps | newest result {'-' if age is None else f'{age:.1f} s'} old")
             lines.append(
                 f"{name}: {c['state']}{where} | {c['fps']:.1f} fps | latency p50 {c['latency_ms_p50']:.0f} ms "
-                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}"
+                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}{shed}"
             )
         m = stats["model"]
         line = f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}"
@@ -204,7 +213,9 @@ class Monitor(MonitorRun):
             if not cam.enabled:
                 continue
             source = make_source(cam.url, policy=cap.policy(), transport=cap.transport, source_id=name,
-                                 realtime=True, loop=cap.loop, backend=cap.backend)
+                                 realtime=True, loop=cap.loop, backend=cap.backend,
+                                 max_fps=cam.fps if cam.fps is not None else cfg.detect.fps, shed=cap.shed,
+                                 record=cam.record if cam.record and not cam.record_boxes else None)
             if not isinstance(source, LiveSource):
                 raise ConfigError(f"camera '{name}': {cam.url} is not a live source (a URL, a webcam index, "
                                   "synthetic, or a video file)")
@@ -213,7 +224,7 @@ class Monitor(MonitorRun):
             raise ConfigError("every camera is disabled")
         names = list(self.cameras)
         self.model = model_for(cfg)
-        self.camera_outputs = camera_outputs(cfg, names)
+        self.camera_outputs = camera_outputs(cfg, names, copies=True)
         self._make_dashboard(names)
         self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
         self.mqtt = mqtt_output(cfg, names, lambda: {name: self.camera_state(name) for name in self.cameras})
@@ -230,6 +241,24 @@ class Monitor(MonitorRun):
 
     # ------------------------------------------------------------------ stats
 
+    def shedding(self, name: str, now: float) -> dict[str, Any]:
+        """What camera ``name`` decodes and what the model takes of it: its decode level, the
+        frames a second decoded, inferred (results) and skipped (read but never seen by the
+        model: not decoded, or decoded and overtaken by a newer frame), its cap, and how old
+        its newest result's frame is."""
+        camera = self.cameras[name]
+        window = self.source.shed.windows[name]
+        inferred = self.camera_stats.meters[name].fps(now)
+        newest = self.camera_stats.newest.get(name)
+        return {
+            "decode_level": camera.decode.level,
+            "decoded_fps": round(window.decoded_fps, 2),
+            "inferred_fps": round(inferred, 2),
+            "skipped_fps": round(max(0.0, window.packet_fps - inferred), 2),
+            "max_fps": camera.max_fps,
+            "result_age_s": None if newest is None else round(now - newest, 3),
+        }
+
     def camera_state(self, name: str) -> str:
         camera = self.cameras[name]
         state = camera.state
@@ -242,6 +271,7 @@ class Monitor(MonitorRun):
         p = self.pipeline.stats()
         infer = p.stage("infer")
         info = getattr(self.model, "info", None)
+        now = time.monotonic()
         cameras: dict[str, Any] = {}
         for name, camera in self.cameras.items():
             meter = self.camera_stats.meters[name]
@@ -260,6 +290,7 @@ class Monitor(MonitorRun):
                 "url": camera.describe(),
                 "last_error": status.get("last_error"),
                 "size": status.get("size"),
+                **self.shedding(name, now),
             }
             cameras[name].update(self.camera_extras(name))
         stages = {s.name: stage_record(s) for s in p}

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 
 from streamer.defaults import QueueConfig, queue_for
 from streamer.errors import StageError, StreamerError
-from streamer.queues import END, BoundedQueue, Empty
+from streamer.queues import END, BoundedQueue, Empty, Policy
 from streamer.sources.base import TIMEOUT, Source
 from streamer.stats import PipelineStats, StageMeter
 from streamer.types import Result
@@ -144,7 +144,7 @@ class Pipeline:
         # count their drops per source with it (a camera's drops in ``stats()``).
         key = source_key
         self.queues: list[BoundedQueue[Result]] = [
-            BoundedQueue(queue.size, queue.policy, name=f"->{n}", key=key) for n in names
+            BoundedQueue(size, policy, name=f"->{n}", key=key) for n, (size, policy) in zip(names, queue.edges(names))
         ]
         self.output: BoundedQueue[Result] | None = (
             BoundedQueue(queue.size, queue.policy, name="->output", key=key) if output else None
@@ -429,8 +429,13 @@ class Pipeline:
         meter = self.source_meter
         meter.state = "running"
         out = self.queues[0] if self.queues else self.output
+        # A live source feeding a lossless edge (cameras feeding the model on demand) takes a
+        # frame only once there is room for it, so frames are shed in the source's slot.
+        on_demand = self.source.live and out is not None and out.policy is Policy.BLOCK
         try:
             while not self._stop.is_set():
+                if on_demand and not out.wait_for_room(_POLL_S):  # type: ignore[union-attr]
+                    continue
                 t0 = time.perf_counter()
                 meter.begin()
                 try:

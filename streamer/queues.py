@@ -123,6 +123,20 @@ class BoundedQueue(Generic[T]):
                     self.dropped_by_key[self.key(queued)] += 1
                 return
 
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait until a ``put`` would not have to wait; False after ``timeout`` seconds.
+
+        A live source waits here *before* it takes a frame, so the frame it then takes is
+        the newest one, not one that aged in its hand while the queue was full."""
+        with self._lock:
+            deadline = time.monotonic() + timeout
+            while len(self._items) >= self.maxsize:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._not_full.wait(remaining)
+            return True
+
     def get(self, timeout: float) -> T:
         """Remove and return the oldest item; raise :class:`Empty` after ``timeout`` seconds."""
         with self._lock:

@@ -98,8 +98,12 @@ def require_rtsp() -> None:
 
 
 def resolve_source(source: str | os.PathLike[str]) -> str:
-    """``sample:NAME`` → the sample clip's path; ``testsrc[:PATTERN]`` and paths unchanged."""
+    """``sample:NAME`` → the sample clip's path; ``testsrc[:PATTERN]`` and paths unchanged;
+    ``copy:SOURCE`` (a passthrough mount: the file's own H.264 served without re-encoding)
+    keeps its prefix in front of the resolved file."""
     text = os.fspath(source)
+    if text.startswith("copy:"):
+        return "copy:" + resolve_source(text.removeprefix("copy:"))
     if text.startswith("sample:"):
         from streamer.assets import sample_path
 

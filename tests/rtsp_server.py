@@ -14,6 +14,11 @@ What it serves (see /work/shared/RTSP.md for the recipe and measured behaviour):
   tests never depend on file EOS behaviour or decoder speed.
 * ``--mount NAME=testsrc`` (or ``testsrc:PATTERN``): ``videotestsrc is-live=true``,
   a synthetic camera that needs no file.
+* ``--mount NAME=copy:/path/clip.mp4``: a passthrough mount. The clip's own H.264 access
+  units are parsed once at start-up and served from ``appsrc`` in a loop (continuous
+  timestamps) straight into the payloader: no decode, no encode, so many cameras cost the
+  server little and the stream has exactly the clip's GOP (a load test then measures the
+  client, not the server's encoders). The clip must be H.264 with no B-frames.
 * ``--silent-mount NAME``: accepts the RTSP connection but never delivers media. Its
   pipeline is an ``appsrc`` that is never fed, so the media never prerolls and the
   server never answers DESCRIBE: the client's *open* hangs until its own timeout.
@@ -59,6 +64,7 @@ REQUIRED_ELEMENTS: dict[str, str] = {
     "videotestsrc": "gstreamer1.0-plugins-base",
     "qtdemux": "gstreamer1.0-plugins-good",
     "rtph264pay": "gstreamer1.0-plugins-good",
+    "h264parse": "gstreamer1.0-plugins-bad",
     "x264enc": "gstreamer1.0-plugins-ugly",
     "avdec_h264": "gstreamer1.0-libav",
 }
@@ -217,6 +223,98 @@ def load_clip(path: str, cache_dir: str | None) -> tuple[Clip, str]:
     return clip, "decoded (and cached)"
 
 
+@dataclass
+class CodedClip:
+    """A clip's H.264 access units (byte-stream, SPS/PPS before each keyframe), parsed once."""
+
+    path: str
+    caps: Any  # Gst.Caps: video/x-h264,stream-format=byte-stream,alignment=au,...
+    fps: Fraction
+    units: list[tuple[Any, bool]] = field(default_factory=list)  # (GLib.Bytes, is a keyframe)
+
+
+def parse_coded_clip(path: str, timeout_s: float = 60.0) -> CodedClip:
+    """Split ``path``'s H.264 into access units without decoding them."""
+    pipeline = Gst.parse_launch(
+        "filesrc name=file ! qtdemux ! h264parse config-interval=-1 "
+        "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false max-buffers=0"
+    )
+    pipeline.get_by_name("file").set_property("location", path)
+    sink = pipeline.get_by_name("sink")
+    bus = pipeline.get_bus()
+    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        raise RuntimeError(f"cannot start parsing {path}")
+    units: list[tuple[Any, bool]] = []
+    caps = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            message = bus.pop_filtered(Gst.MessageType.ERROR)
+            if message is not None:
+                error, debug = message.parse_error()
+                raise RuntimeError(f"parsing {path} failed: {error.message} ({debug})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"parsing {path} took more than {timeout_s} s")
+            sample = sink.try_pull_sample(100 * Gst.MSECOND)
+            if sample is None:
+                if sink.is_eos():
+                    break
+                continue
+            if caps is None:
+                caps = sample.get_caps()
+            buffer = sample.get_buffer()
+            key = not buffer.has_flags(Gst.BufferFlags.DELTA_UNIT)
+            units.append((GLib.Bytes.new(buffer.extract_dup(0, buffer.get_size())), key))
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    if caps is None or not units:
+        raise RuntimeError(f"{path} has no H.264 access units")
+    if not units[0][1]:
+        raise RuntimeError(f"{path} does not start with a keyframe")
+    structure = caps.get_structure(0)
+    ok, num, den = structure.get_fraction("framerate")
+    fps = Fraction(num, den) if ok and num > 0 and den > 0 else Fraction(25)
+    return CodedClip(path=path, caps=caps, fps=fps, units=units)
+
+
+class CodedFeeder:
+    """Feeds one media's appsrc with a coded clip's access units in an endless loop."""
+
+    def __init__(self, clip: CodedClip, fps: Fraction) -> None:
+        self.clip = clip
+        self.fps = fps
+        self.index = 0
+
+    def on_need_data(self, appsrc: Any, _length: int) -> None:
+        data, key = self.clip.units[self.index % len(self.clip.units)]
+        buffer = Gst.Buffer.new_wrapped_bytes(data)
+        step = Gst.SECOND * self.fps.denominator
+        buffer.pts = self.index * step // self.fps.numerator
+        buffer.dts = buffer.pts
+        buffer.duration = (self.index + 1) * step // self.fps.numerator - buffer.pts
+        if not key:
+            buffer.set_flags(Gst.BufferFlags.DELTA_UNIT)
+        self.index += 1
+        appsrc.emit("push-buffer", buffer)
+
+
+def make_copy_factory(clip: CodedClip, fps: Fraction) -> Any:
+    """A factory serving a coded clip as it is (see ``--mount NAME=copy:PATH``)."""
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        "( appsrc name=src format=time is-live=false do-timestamp=false "
+        "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+
+    def on_media_configure(_factory: Any, media: Any) -> None:
+        appsrc = media.get_element().get_by_name_recurse_up("src")
+        appsrc.set_property("caps", clip.caps)
+        appsrc.connect("need-data", CodedFeeder(clip, fps).on_need_data)
+
+    factory.connect("media-configure", on_media_configure)
+    return factory
+
+
 def raw_caps(clip: Clip, fps: Fraction) -> Any:
     """The appsrc caps: the decoded caps with the served frame rate."""
     # Rewritten as text: caps from a sample are immutable, and PyGObject cannot build
@@ -351,11 +449,20 @@ def build_server(args: argparse.Namespace) -> Any:
         permissions.add_permission_for_role(args.user, "media.factory.construct", True)
 
     clips: dict[str, Clip] = {}  # one decode per distinct file, however many mounts use it
+    coded: dict[str, CodedClip] = {}
     factories: dict[str, Any] = {}
     for path, source in args.mount:
         if source == "testsrc" or source.startswith("testsrc:"):
             pattern = source.partition(":")[2] or "ball"
             factories[path] = make_pattern_factory(pattern, args.fps)
+            continue
+        if source.startswith("copy:"):
+            file = source.removeprefix("copy:")
+            if file not in coded:
+                started = time.monotonic()
+                coded[file] = parse_coded_clip(file)
+                log(f"parsed {file}: {len(coded[file].units)} access units in {time.monotonic() - started:.2f} s")
+            factories[path] = make_copy_factory(coded[file], args.fps or coded[file].fps)
             continue
         if source not in clips:
             started = time.monotonic()

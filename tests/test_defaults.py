@@ -25,9 +25,17 @@ class _Started(Exception):
 
 def _edges(p: Pipeline) -> set[tuple[int, Policy]]:
     """(size, policy) of every real queue of ``p``: the configured value must be what was built."""
+    c = p.queue_config
+    assert [(q.maxsize, q.policy) for q in p.queues] == c.edges([s.name for s in p.stages])
+    if c.feed is not None:  # the model is fed on demand and nothing after it is dropped
+        model_at = [s.name for s in p.stages].index("infer")
+        assert [(q.maxsize, q.policy) for q in p.queues] == [
+            *([(1, Policy.BLOCK)] * model_at), (c.feed, Policy.BLOCK),
+            *([(c.size, Policy.BLOCK)] * (len(p.queues) - model_at - 1))]
+        return {(c.size, c.policy)}
     queues = [*p.queues, *([p.output] if p.output is not None else [])]
     built = {(q.maxsize, q.policy) for q in queues}
-    assert built == {(p.queue_config.size, p.queue_config.policy)}
+    assert built == {(c.size, c.policy)}
     return built
 
 

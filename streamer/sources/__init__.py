@@ -38,6 +38,9 @@ def make_source(
     source_id: str | None = None,
     realtime: bool = False,
     loop: bool = False,
+    max_fps: float | None = None,
+    shed: bool = True,
+    record: str | None = None,
 ) -> Source:
     """Build (but do not open) the source named by ``spec``.
 
@@ -45,7 +48,11 @@ def make_source(
     index (``0``), an ``rtsp://``, ``rtsps://``, ``http://`` or ``https://`` URL, or
     ``synthetic[:WxH][@FPS]`` (a paced test pattern, default 640x480@30). With ``realtime``
     a video file plays at its own frame rate like a camera (``loop`` replays it forever).
-    ``backend`` (``auto``, ``pyav`` or ``opencv``) reads URLs; see ``StreamSource``.
+    ``backend`` (``auto``, ``pyav`` or ``opencv``) reads URLs and replayed files; see
+    ``StreamSource``. For live sources: ``max_fps`` caps how many frames a second are handed
+    out (0: none), ``shed`` lets the source decode only what is taken (see
+    ``streamer.sources.shedding``), ``record`` copies a stream's or replayed file's own
+    packets into that MP4.
     """
     spec = str(spec).strip()
     if not spec:
@@ -58,14 +65,24 @@ def make_source(
                 f"{mask_url(spec)}: unsupported URL scheme '{name}://', expecting one of "
                 f"{[s + '://' for s in LIVE_SCHEMES]}"
             )
-        return StreamSource(spec, source_id=source_id, policy=policy, transport=transport, backend=backend)
+        return StreamSource(spec, source_id=source_id, policy=policy, transport=transport, backend=backend,
+                            max_fps=max_fps, shed=shed, record=record)
+    if record is not None and not realtime:
+        raise SourceOpenError(f"{spec}: only a stream or a replayed video file can be recorded by copy")
     if spec.isdigit():
-        return CameraSource(int(spec), source_id=source_id, policy=policy)
+        if record is not None:
+            raise SourceOpenError(f"webcam {spec}: a webcam sends no packets to copy; record it with the boxes drawn "
+                                  "(record_boxes: true)")
+        return CameraSource(int(spec), source_id=source_id, policy=policy, max_fps=max_fps)
     synthetic = _SYNTHETIC.match(spec)
     if synthetic:
         w, h, fps = synthetic.groups()
+        if record is not None:
+            raise SourceOpenError(f"{spec}: a synthetic camera sends no packets to copy; record it with the boxes "
+                                  "drawn (record_boxes: true)")
         return SyntheticSource(
-            width=int(w or 640), height=int(h or 480), fps=float(fps or 30), source_id=source_id or "synthetic"
+            width=int(w or 640), height=int(h or 480), fps=float(fps or 30), source_id=source_id or "synthetic",
+            max_fps=max_fps,
         )
     if spec.startswith("synthetic"):
         raise SourceOpenError(f"{spec}: invalid synthetic source, expecting synthetic[:WIDTHxHEIGHT][@FPS]")
@@ -75,5 +92,6 @@ def make_source(
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(path, source_id=sid)
     if realtime:
-        return ReplaySource(str(path), loop=loop, source_id=sid, policy=policy)
+        return ReplaySource(str(path), loop=loop, source_id=sid, policy=policy, backend=backend, max_fps=max_fps,
+                            shed=shed, record=record)
     return VideoFileSource(path, source_id=sid)

@@ -22,8 +22,9 @@ import re
 import threading
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
@@ -31,7 +32,11 @@ import numpy as np
 
 from streamer.errors import ConfigError, SourceOpenError, SourceReadError
 from streamer.sources.base import TIMEOUT, Source
+from streamer.sources.shedding import ALL, KEYFRAMES, OFF, DecodeControl
 from streamer.types import Frame
+
+if TYPE_CHECKING:
+    from streamer.sinks.remux import StreamCopy
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +102,59 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
+class Pending:
+    """A decoded picture that becomes an (H, W, 3) uint8 BGR array only when the pipeline takes
+    it (``pending()``): a frame that a newer one replaces in the slot is never converted."""
+
+    __slots__ = ("_convert", "shape")
+
+    def __init__(self, height: int, width: int, convert: Callable[[], np.ndarray]) -> None:
+        self.shape = (height, width, 3)
+        self._convert = convert
+
+    def __call__(self) -> np.ndarray:
+        return self._convert()
+
+
+def decode_control(fps: float | None, shed: bool) -> DecodeControl:
+    """A camera's decode level: ``fps`` 0 decodes nothing (its packets are still read and
+    recorded), ``shed`` False decodes every frame, else the controller chooses."""
+    if fps == 0:
+        return DecodeControl(OFF, floor=OFF, ceiling=OFF)
+    if not shed:
+        return DecodeControl(ALL, floor=ALL)
+    return DecodeControl(ALL, floor=KEYFRAMES)
+
+
+def _materialized(frame: Frame) -> Frame:
+    """``frame`` with its picture converted, in the taker's thread, if it was still pending."""
+    image: object = frame.image
+    if isinstance(image, Pending):
+        frame.image = image()
+    return frame
+
+
 class LiveSource(Source):
     """Base of the live sources: a reader thread, a newest-frame slot and reconnects."""
 
     live = True
 
-    def __init__(self, source_id: str, policy: ReconnectPolicy | None = None) -> None:
+    def __init__(self, source_id: str, policy: ReconnectPolicy | None = None, *, max_fps: float | None = None,
+                 shed: bool = True, record: str | None = None) -> None:
+        if max_fps is not None and not (max_fps >= 0 and math.isfinite(max_fps)):
+            raise ConfigError(f"{source_id}: fps must be a number >= 0, but got {max_fps}")
         self.source_id = source_id
         self.policy = policy or ReconnectPolicy()
+        #: At most this many frames a second go to the model (None: as many as it takes).
+        self.max_fps = max_fps
+        #: What this camera decodes; captures that can skip decoding follow it.
+        self.decode = decode_control(max_fps, shed)
+        #: The camera's own packets copied into a file, for captures that read packets.
+        self.recording: StreamCopy | None = None
+        if record is not None:
+            from streamer.sinks.remux import StreamCopy
+
+            self.recording = StreamCopy(record, source_id)
         self.state = CONNECTING
         self.reconnects = 0
         self.dropped = 0
@@ -146,7 +196,7 @@ class LiveSource(Source):
                 self._cond.wait(timeout)
             frame, self._slot = self._slot, None
             if frame is not None:
-                return frame
+                return _materialized(frame)
             if self._ended:
                 if self._failure is not None:
                     raise SourceReadError(self._failure)
@@ -164,6 +214,8 @@ class LiveSource(Source):
             thread.join(timeout=2.0)
             if thread.is_alive():
                 log.warning("%s: capture thread still busy in the driver; it will exit on its own", self.describe())
+        if self.recording is not None:
+            self.recording.close()
         self._set_state(ENDED)
 
     def status(self) -> dict[str, object]:
@@ -181,9 +233,13 @@ class LiveSource(Source):
         }
 
     def summary(self) -> str | None:
+        d = self.decode
+        shed = ""
+        if d.packets and d.skipped:
+            shed = f", {d.skipped} of {d.packets} packets not decoded ({100 * d.skipped / d.packets:.0f} %)"
         return (
             f"{self.describe()}: {self.frames} frames captured, {self.dropped} dropped at the source "
-            f"(newer frame arrived first), {self.reconnects} reconnects"
+            f"(newer frame arrived first){shed}, {self.reconnects} reconnects"
         )
 
     # -- internals -------------------------------------------------------------------
@@ -196,9 +252,9 @@ class LiveSource(Source):
         message = f"{self.describe()}: {state}" + (f" ({detail})" if detail else "")
         (log.warning if state in (STALLED, RECONNECTING) else log.info)(message)
 
-    def _publish(self, image: np.ndarray, pts_s: float | None = None) -> None:
+    def _publish(self, image: np.ndarray | Pending, pts_s: float | None = None) -> None:
         now = time.monotonic()
-        frame = Frame(self.source_id, self._index, image, pts_s, now)
+        frame = Frame(self.source_id, self._index, image, pts_s, now)  # type: ignore[arg-type]  # Pending until taken
         self._index += 1
         self.frames += 1
         self._last_frame_at = now
@@ -214,7 +270,11 @@ class LiveSource(Source):
         """The newest frame not yet taken, without waiting (None when there is none)."""
         with self._cond:
             frame, self._slot = self._slot, None
-            return frame
+        return None if frame is None else _materialized(frame)
+
+    def has_frame(self) -> bool:
+        """Whether ``take`` would return a frame now."""
+        return self._slot is not None
 
     @property
     def ended(self) -> bool:
@@ -277,15 +337,27 @@ class LiveSource(Source):
         'streamed' (frames came, then the stream failed) or 'failed' (no frame at all).
         """
         got_any = False
+        # A capture that can leave frames undecoded reads one packet at a time and hands out
+        # pictures still to be converted; packets that decode to nothing still prove the
+        # stream alive (a camera at keyframes only has a frame a GOP).
+        read_pending = getattr(capture, "read_pending", None)
         try:
             last = time.monotonic()
             while not self._stop.is_set():
                 raised = None
                 try:
-                    ok, image = capture.read()
+                    ok, image = read_pending() if read_pending is not None else capture.read()
                 except Exception as exc:  # noqa: BLE001 - a driver error mid-stream is a failed read
                     ok, image, raised = False, None, f"{type(exc).__name__}: {exc}"
                 now = time.monotonic()
+                if ok and image is None and read_pending is not None:
+                    if now - last > self.policy.stall_timeout_s:
+                        last = max(last, getattr(capture, "alive_at", last))
+                        if now - last > self.policy.stall_timeout_s:
+                            self.last_error = f"no frame for {now - last:.1f} s"
+                            self._set_state(STALLED, self.last_error)
+                            return ("streamed" if got_any else "failed"), self.last_error
+                    continue
                 if not ok or image is None:
                     if self._ends_naturally():
                         return "ended", "end of stream"
@@ -415,6 +487,10 @@ class StreamSource(LiveSource):
         policy: ReconnectPolicy | None = None,
         transport: str = "tcp",
         backend: str = "auto",
+        *,
+        max_fps: float | None = None,
+        shed: bool = True,
+        record: str | None = None,
     ) -> None:
         if transport not in ("tcp", "udp"):
             raise ConfigError(f"invalid RTSP transport {transport!r}, expecting one of ['tcp', 'udp']")
@@ -423,7 +499,10 @@ class StreamSource(LiveSource):
             _settle_transport(transport)
         self.url = url
         self.transport = transport
-        super().__init__(source_id or mask_url(url), policy)
+        if record is not None and self.backend != "pyav":
+            raise ConfigError(f"{mask_url(url)}: a recording by copy needs capture.backend pyav (or auto), "
+                              f"not {self.backend!r}")
+        super().__init__(source_id or mask_url(url), policy, max_fps=max_fps, shed=shed, record=record)
 
     def describe(self) -> str:
         masked = mask_url(self.url)
@@ -443,6 +522,7 @@ class StreamSource(LiveSource):
             capture = PyAvCapture(
                 self.url, transport=self.transport,
                 open_timeout_s=self.policy.open_timeout_s, read_timeout_s=self._read_timeout_s(),
+                control=self.decode, tap=self.recording.write if self.recording is not None else None,
             )
             if capture.fps is not None:
                 self.fps = capture.fps
@@ -481,12 +561,13 @@ class CameraSource(LiveSource):
         fourcc: str | None = None,
         source_id: str | None = None,
         policy: ReconnectPolicy | None = None,
+        max_fps: float | None = None,
     ) -> None:
         if fourcc is not None and len(fourcc) != 4:
             raise ConfigError(f"camera fourcc must be 4 characters like 'MJPG', but got {fourcc!r}")
         self.index = index
         self.width, self.height, self.requested_fps, self.fourcc = width, height, fps, fourcc
-        super().__init__(source_id or f"camera{index}", policy)
+        super().__init__(source_id or f"camera{index}", policy, max_fps=max_fps)
 
     def _connect(self) -> Capture:
         cap = cv2.VideoCapture(self.index)
@@ -570,12 +651,14 @@ class SyntheticSource(LiveSource):
         disconnect_every: int | None = None,
         source_id: str = "synthetic",
         policy: ReconnectPolicy | None = None,
+        max_fps: float | None = None,
     ) -> None:
         if width < 16 or height < 16:
             raise ConfigError(f"synthetic frame size must be at least 16x16, but got {width}x{height}")
         if not fps > 0:
             raise ConfigError(f"synthetic fps must be > 0, but got {fps}")
-        super().__init__(source_id, policy or ReconnectPolicy(backoff_initial_s=0.01, backoff_max_s=0.05))
+        super().__init__(source_id, policy or ReconnectPolicy(backoff_initial_s=0.01, backoff_max_s=0.05),
+                         max_fps=max_fps)
         self.width, self.height = width, height
         self.fps = self.fps_value = float(fps)
         self.limit = limit
@@ -640,15 +723,24 @@ class ReplaySource(LiveSource):
 
     Frames are released at the file's frame rate whether or not the pipeline keeps up, so a
     slow model drops frames exactly as it would on a live camera. ``loop`` replays forever.
+    Read through PyAV by default (``backend``, as for streams): packets are released at their
+    own timestamps and decoded as the camera's decode level says, so a replayed camera sheds
+    load exactly like an RTSP one; ``opencv`` decodes every frame.
     """
 
-    def __init__(self, path: str, *, loop: bool = False, source_id: str | None = None, policy: ReconnectPolicy | None = None) -> None:
+    def __init__(self, path: str, *, loop: bool = False, source_id: str | None = None,
+                 policy: ReconnectPolicy | None = None, backend: str = "auto", max_fps: float | None = None,
+                 shed: bool = True, record: str | None = None) -> None:
         from pathlib import Path
 
         self.path = Path(path)
         self.loop = loop
         self.done = False
-        super().__init__(source_id or self.path.name, policy)
+        self.backend = resolve_backend(backend)
+        if record is not None and self.backend != "pyav":
+            raise ConfigError(f"{self.path}: a recording by copy needs capture.backend pyav (or auto), "
+                              f"not {self.backend!r}")
+        super().__init__(source_id or self.path.name, policy, max_fps=max_fps, shed=shed, record=record)
 
     def open(self) -> None:
         from streamer.sources.file import VideoFileSource
@@ -664,6 +756,11 @@ class ReplaySource(LiveSource):
         return not self.loop
 
     def _connect(self) -> Capture:
+        if self.backend == "pyav":
+            from streamer.sources.av_capture import ReplayCapture
+
+            return ReplayCapture(self.path, loop=self.loop, control=self.decode,
+                                 tap=self.recording.write if self.recording is not None else None)
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()

@@ -255,12 +255,24 @@ def test_replay_releases_a_capture_that_failed_to_open(tmp_path, monkeypatch, co
     clip.write_bytes(content)
     _TrackedCapture.made = []
     monkeypatch.setattr(cv2, "VideoCapture", _TrackedCapture)
-    source = ReplaySource(str(clip))
+    source = ReplaySource(str(clip), backend="opencv")
     source.fps = 25.0
     with pytest.raises(SourceOpenError, match="broken.mp4: cannot open as a video"):
         source._connect()  # the reader thread's connect step, here in the test's thread
     made, _TrackedCapture.made = _TrackedCapture.made, []
     assert len(made) == 1 and made[0].released
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_replay_through_pyav_says_what_failed_to_open(tmp_path, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    from streamer.errors import SourceOpenError
+    from streamer.sources.live import ReplaySource
+
+    clip = tmp_path / "broken.mp4"
+    clip.write_bytes(content)
+    source = ReplaySource(str(clip), backend="pyav")
+    with pytest.raises(SourceOpenError, match="broken.mp4: cannot open as a video"):
+        source._connect()
 
 
 def _closed_port() -> int:

@@ -20,6 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from streamer.sources.shedding import STEPS as DECODE_STEPS
+
 CAMERA_STATES = ("connecting", "streaming", "stalled", "reconnecting", "down", "ended")
 TEXT_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -109,6 +111,14 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
     info_f = f.gauge("streamer_camera_info", "Where the camera runs on a Ray cluster (always 1; the labels carry "
                      "it): its node id and IP.", ["camera", "node", "node_ip"])
     in_view = f.gauge("streamer_tracks_in_view", "Confirmed tracks on the camera's newest frame.", cam_l)
+    level = f.gauge("streamer_camera_decode_level", "1 for the camera's current decode level, 0 for the others "
+                    "(off, keyframes, gop/8, gop/4, gop/2, nonref, all).", ["camera", "level"])
+    decoded_fps = f.gauge("streamer_camera_decoded_fps", "Frames a second the camera's decoder produced.", cam_l)
+    inferred_fps = f.gauge("streamer_camera_inferred_fps", "Frames a second of the camera the model processed.", cam_l)
+    skipped_fps = f.gauge("streamer_camera_skipped_fps", "Frames a second of the camera the model never saw "
+                          "(not decoded, or overtaken by a newer frame).", cam_l)
+    result_age = f.gauge("streamer_camera_result_age_seconds", "How old the frame of the camera's newest result is.",
+                         cam_l)
     crossings = f.counter("streamer_line_crossings", "Tracks that crossed a counting line, per direction and class.",
                           ["camera", "line", "direction", "class"])
     zone_objects = f.gauge("streamer_zone_objects", "Tracks inside a zone now, per class.", ["camera", "zone", "class"])
@@ -133,6 +143,13 @@ def metric_families(stats: Mapping[str, Any], dashboard: Mapping[str, Any] | Non
         if hist is not None:
             latency.add_metric([name], hist[0], hist[1])
         in_view.add([name], cam.get("tracks_in_view"))
+        if isinstance(cam.get("decode_level"), str):
+            for step in DECODE_STEPS:
+                level.add([name, step], 1 if step == cam["decode_level"] else 0)
+        decoded_fps.add([name], cam.get("decoded_fps"))
+        inferred_fps.add([name], cam.get("inferred_fps"))
+        skipped_fps.add([name], cam.get("skipped_fps"))
+        result_age.add([name], cam.get("result_age_s"))
         for line, counts in _mapping(cam.get("lines")).items():
             for label, per_class in _mapping(_mapping(counts).get("classes")).items():
                 for direction in ("in", "out"):
