@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.config import MqttConfig, from_dict, load
+from streamer.config import from_dict, load
 from streamer.errors import ConfigError, SinkError
 from streamer.sinks.events import EventSink
 from streamer.sinks.mqtt import CameraTopics, MqttSink
@@ -199,7 +199,6 @@ def test_counts_lines_zones_state_and_events_reach_a_subscriber(broker: Mosquitt
         sink.close()
         sub.wait_for(lambda: sub.last("streamer/available") == b"offline", 10, "offline at a clean close")
     stats = sink.stats()
-    assert stats["connected"] is False or stats["published"] > 0
     assert stats["published"] >= 10 and stats["dropped"] == 0 and stats["queued"] == 0
     assert stats["server"] == f"mqtt://127.0.0.1:{broker.port}" and stats["user"] == "streamer"
     assert PASSWORD not in json.dumps(stats) and PASSWORD not in (sink.summary() or "")
