@@ -76,7 +76,7 @@ QUEUES: dict[str, QueueDefault] = {
 
 
 def queue_for(kind: str, *, batch: int = 1, cameras: int = 1, size: int | None = None,
-              policy: Policy | str | None = None) -> QueueConfig:
+              policy: Policy | str | None = None, workers: int = 1) -> QueueConfig:
     """The queues of a pipeline reading a ``kind`` source (a key of :data:`QUEUES`).
 
     ``batch`` is the infer stage's batch size and ``cameras`` the number of cameras, for the
@@ -89,7 +89,7 @@ def queue_for(kind: str, *, batch: int = 1, cameras: int = 1, size: int | None =
     if size is None:
         size = {"": row.size, "batch": max(row.size, 2 * batch), "cameras": row.size * max(1, cameras)}[row.scale]
     # Cameras feed the model on demand unless the pipeline file chose a policy of its own.
-    feed = max(1, batch) if kind == "cameras" and policy is None else None
+    feed = max(1, batch) * max(1, workers) if kind == "cameras" and policy is None else None
     return QueueConfig(size=size, policy=Policy.parse(policy) if policy is not None else row.policy, feed=feed)
 
 

@@ -361,3 +361,30 @@ def dump_dom(url: str, wait_s: float = 20.0, wait_for: str | None = None, size: 
     with Chromium(size=size) as browser:
         _load(browser, url, wait_s, wait_for)
         return browser.dom()
+
+
+def video_state(video: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a ``<video>`` element in headless Chromium makes of ``video``, served on loopback:
+    ``{"error": code}`` when it refuses it, else its size and duration once the first picture
+    is decoded (readyState 2)."""
+    import http.server
+    import socketserver
+    import threading
+
+    video = Path(video)
+    page = video.parent / "index.html"
+    page.write_text(f'<video id="v" src="{video.name}" muted preload="auto"></video>')
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(video.parent))  # noqa: E731
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with Chromium() as browser:
+                browser.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+                return dict(browser.wait_for(
+                    "(() => { const v = document.getElementById('v');"
+                    " return v && (v.error ? {error: v.error.code} : v.readyState >= 2 &&"
+                    " {w: v.videoWidth, h: v.videoHeight, duration: v.duration}); })()",
+                    timeout=30,
+                ))
+        finally:
+            server.shutdown()

@@ -29,6 +29,15 @@ def test_live_sources_keep_one_call_on_every_thread(monkeypatch: pytest.MonkeyPa
     assert model.threads == default_threads()  # type: ignore[attr-defined]
 
 
+def test_cameras_on_a_cpu_get_two_single_frame_calls_and_on_cuda_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    model = load_model("yolo11n", device="cpu")
+    assert inference_plan(model, ModelConfig(), files=False, cameras=16) == (1, 2)
+    assert model.threads == 1  # type: ignore[attr-defined]
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert inference_plan(_CudaModel(), ModelConfig(), files=False, cameras=16) == (16, 1)  # type: ignore[arg-type]
+
+
 def test_one_core_and_cuda_get_one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert inference_plan(load_model("yolo11n", device="cpu"), ModelConfig(), files=True) == (1, 1)

@@ -62,7 +62,11 @@ class StreamCopy:
         self._stream: Any = None
         self._source: Any = None  # the input stream the current timeline comes from
         self._wall_start = 0.0
-        self._offset = 0  # added to the input's timestamps, in the output stream's ticks
+        #: Where the current timeline starts, and what is added to its packets' timestamps
+        #: (the output stream's ticks; None until its first timed packet).
+        self._anchor = 0
+        self._offset: int | None = None
+        self._written_here = 0
         self._last_dts: int | None = None
         self._last_in_s: float | None = None
 
@@ -77,23 +81,34 @@ class StreamCopy:
                 log.error("%s: recording stopped (%s)", self.name, self.error)
 
     def _write(self, packet: Any) -> None:
-        pts, dts = packet.pts, packet.dts if packet.dts is not None else packet.pts
-        if pts is None or packet.time_base is None:
+        if packet.time_base is None:
             return
-        in_s = float(pts * packet.time_base)
-        new_timeline = packet.stream is not self._source or (
-            self._last_in_s is not None and not 0 <= in_s - self._last_in_s <= MAX_JUMP_S)
-        if self._out is None or new_timeline:
+        tb = Fraction(packet.time_base)
+        timed = packet.pts is not None
+        in_s = float(packet.pts * tb) if timed else None
+        jumped = (in_s is not None and self._last_in_s is not None
+                  and not 0 <= in_s - self._last_in_s <= MAX_JUMP_S)
+        if self._out is None or packet.stream is not self._source or jumped:
             if not packet.is_keyframe:
                 return  # a player starts at a keyframe; so does every timeline of the copy
             if self._out is None:
                 self._open(packet.stream)
-            self._rebase(packet)
-        self._last_in_s = in_s
-        out_tb = self._stream.time_base
-        scale = Fraction(packet.time_base) / Fraction(out_tb)
-        out_dts = round(dts * scale) + self._offset
-        out_pts = round(pts * scale) + self._offset
+            self._new_timeline(packet.stream)
+        out_tb = Fraction(self._stream.time_base)
+        scale = tb / out_tb
+        step = self._frame_ticks(packet, scale)
+        if not timed:
+            # RTSP gives no timestamps before the sender's first report: one frame on.
+            out_pts = out_dts = self._anchor if self._written_here == 0 else self._last_dts + step  # type: ignore[operator]
+            self._offset = None  # the next timed packet carries on one frame after this one
+        else:
+            dts = packet.dts if packet.dts is not None else packet.pts
+            if self._offset is None:
+                at = self._anchor if self._written_here == 0 else self._last_dts + step  # type: ignore[operator]
+                self._offset = at - round(dts * scale)
+            out_dts = round(dts * scale) + self._offset
+            out_pts = round(packet.pts * scale) + self._offset
+            self._last_in_s = in_s
         if self._last_dts is not None and out_dts <= self._last_dts:
             shift = self._last_dts + 1 - out_dts  # repeated or stepped-back clocks: one tick on
             out_dts, out_pts = out_dts + shift, out_pts + shift
@@ -103,6 +118,7 @@ class StreamCopy:
         packet.pts, packet.dts = out_pts, out_dts
         self._out.mux(packet)
         self.frames += 1
+        self._written_here += 1
 
     def _open(self, template: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,16 +128,26 @@ class StreamCopy:
         self._wall_start = time.monotonic()
         log.info("%s: recording %s by copy (%s)", self.name, self.path, template.codec_context.name)
 
-    def _rebase(self, packet: Any) -> None:
-        """Put this keyframe at the wall-clock time since the recording started (after the
-        last packet written), its stream's later packets at their own spacing from it."""
-        self._source = packet.stream
-        out_tb = self._stream.time_base
+    def _new_timeline(self, source: Any) -> None:
+        """Start a timeline at this keyframe: placed at the wall-clock time since the recording
+        started (after the last packet written), its later packets at their own spacing."""
+        self._source = source
+        out_tb = Fraction(self._stream.time_base)
         at = round((time.monotonic() - self._wall_start) / out_tb)
         if self._last_dts is not None:
             at = max(at, self._last_dts + 1)
-        start = packet.dts if packet.dts is not None else packet.pts
-        self._offset = at - round(start * Fraction(packet.time_base) / Fraction(out_tb))
+        self._anchor = at
+        self._offset = None
+        self._written_here = 0
+        self._last_in_s = None
+
+    def _frame_ticks(self, packet: Any, scale: Fraction) -> int:
+        """One frame's duration in the output's ticks: the packet's own, else the stream's rate."""
+        if packet.duration:
+            return max(1, round(packet.duration * scale))
+        rate = packet.stream.average_rate or packet.stream.guessed_rate
+        seconds = 1 / Fraction(rate) if rate and rate > 0 else Fraction(1, 30)
+        return max(1, round(seconds / Fraction(self._stream.time_base)))
 
     def close(self) -> None:
         with self._lock:

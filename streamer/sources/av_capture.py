@@ -137,10 +137,13 @@ class _AvReader:
             return True, None
         self.alive_at = time.monotonic()
         if packet.pts is not None and self._time_base is not None:
-            pts_s = float(packet.pts * self._time_base) + self._loop_offset_s
-            self._last_pts_s = max(self._last_pts_s, pts_s)
-            if self._pace:
-                self._wait_for(pts_s)
+            self._last_pts_s = max(self._last_pts_s, float(packet.pts * self._time_base) + self._loop_offset_s)
+        # Packets come in decode order: paced by their presentation times, the frames before
+        # a B-frame would leave in bursts (a P packet is due frames ahead of the B packets
+        # after it), so the decode times pace the replay.
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if self._pace and stamp is not None and self._time_base is not None:
+            self._wait_for(float(stamp * self._time_base) + self._loop_offset_s)
         control = self.control
         control.packets += 1
         if self._tap is not None:
@@ -198,16 +201,17 @@ class _AvReader:
         with self._convert_lock:  # the reformatter's context is not shared between threads
             return self._reformatter.reformat(frame, format="bgr24").to_ndarray()
 
-    def _wait_for(self, pts_s: float) -> None:
-        """Sleep until the packet at ``pts_s`` is due on the replay's clock (a camera sends it then)."""
+    def _wait_for(self, at_s: float) -> None:
+        """Sleep until the packet at ``at_s`` (stream time) is due on the replay's clock (a camera
+        sends it then)."""
         now = time.monotonic()
         if self._anchor is None:
-            self._anchor = (now, pts_s)
-        due = self._anchor[0] + (pts_s - self._anchor[1])
+            self._anchor = (now, at_s)
+        due = self._anchor[0] + (at_s - self._anchor[1])
         if due > now:
             time.sleep(due - now)
         elif now - due > _REPLAY_MAX_LAG_S:
-            self._anchor = (now, pts_s)  # fell behind (a stalled machine): no burst to catch up
+            self._anchor = (now, at_s)  # fell behind (a stalled machine): no burst to catch up
 
     def _rewind(self) -> bool:
         """Start the file over, its clock carrying on one frame after the last packet."""

@@ -41,7 +41,8 @@ class MultiSource(Source):
         #: When each camera's newest frame was taken (0: never), for least-recently-served order.
         self.served_at = dict.fromkeys(cameras, 0.0)
         self.taken = dict.fromkeys(cameras, 0)
-        self.shed = ShedController({name: camera.decode for name, camera in cameras.items()}, shedding)
+        self.shed = ShedController({name: camera.decode for name, camera in cameras.items()}, shedding,
+                                   caps={name: c.max_fps for name, c in cameras.items() if c.max_fps is not None})
         self._event = threading.Event()
         self._reported: set[str] = set()
         for camera in cameras.values():

@@ -30,9 +30,13 @@ only when the model has room for it: what is taken is what the model consumes. E
 * the model waited for frames (the source found no camera with a frame for more than
   ``starved_share`` of the time) and a camera hands over most of what it decodes: that
   camera is supply-limited, one step up;
-* the model did not wait, and the step below would still decode at least
-  ``headroom`` × what the model took: one step down (the frames above that are decoded only
-  to be overwritten in the slot).
+* otherwise the model is saturated, and each camera is owed its fair share of what it
+  took in all: the total shared equally, a capped camera taking no more than its cap and
+  leaving the rest to the others (water-filling). A camera whose level decodes less than
+  ``raise_below`` × its share goes one step up; one whose step below would still decode
+  ``headroom`` × its share goes one step down (the frames above that are decoded only to be
+  overwritten in the slot). Targets from the share, not from what each camera happened to
+  get, keep a camera that fell behind from being lowered further for it.
 
 A camera waits ``hold_s`` after each change before the next one (hysteresis), so a level
 does not flap on one noisy second.
@@ -145,8 +149,30 @@ class ShedSettings:
     starved_share: float = 0.15
     #: A camera is supply-limited when the model took at least this share of what it decoded.
     supply_limited: float = 0.6
-    #: Step down only while the step below still decodes this many times what was taken.
+    #: Step down only while the step below still decodes this many times the camera's share.
     headroom: float = 1.5
+    #: Step up when the level decodes less than this many times the camera's share.
+    raise_below: float = 1.15
+
+
+def fair_shares(cameras: dict[str, tuple[float, float | None]]) -> dict[str, float]:
+    """Each camera's fair share of what all took together: ``cameras`` maps a name to (frames
+    a second it took, its cap or None). The total is split equally; a camera capped below
+    its part gets its cap and the rest is split among the others (water-filling)."""
+    total = sum(taken for taken, _ in cameras.values())
+    shares: dict[str, float] = {}
+    open_ = dict(cameras)
+    while open_:
+        part = total / len(open_)
+        capped = {name: cap for name, (_, cap) in open_.items() if cap is not None and cap < part}
+        if not capped:
+            shares.update(dict.fromkeys(open_, part))
+            break
+        for name, cap in capped.items():
+            shares[name] = cap
+            total -= cap
+            del open_[name]
+    return shares
 
 
 class ShedController:
@@ -158,7 +184,8 @@ class ShedController:
     camera, why its level last moved, for the summary.
     """
 
-    def __init__(self, controls: dict[str, DecodeControl], settings: ShedSettings | None = None) -> None:
+    def __init__(self, controls: dict[str, DecodeControl], settings: ShedSettings | None = None, *,
+                 caps: dict[str, float] | None = None) -> None:
         self.controls = controls
         self.settings = settings or ShedSettings()
         self.windows = {name: _Window() for name in controls}
@@ -170,6 +197,8 @@ class ShedController:
         self.changes = 0
         self.reasons: dict[str, str] = {}
         self.lowest: dict[str, int] = {name: c.step for name, c in controls.items()}
+        #: A camera's detection cap (frames a second), where it has one.
+        self.caps = dict(caps or {})
 
     def taken(self, name: str) -> None:
         self._taken[name] = self._taken.get(name, 0) + 1
@@ -189,6 +218,7 @@ class ShedController:
             waited, self._waited_s = self._waited_s, 0.0
             self.starved = waited > self.settings.starved_share * dt
             live = set(self.controls if active is None else active)
+            windows = []
             for name, control in self.controls.items():
                 window = self.windows[name]
                 taken = self._taken.get(name, 0)
@@ -198,8 +228,12 @@ class ShedController:
                 window.taken_fps = (taken - window.taken) / dt
                 window.skipped_fps = (skipped - window.skipped) / dt
                 window.packets, window.decoded, window.taken, window.skipped = packets, decoded, taken, skipped
-                if name in live and now - control.changed_at >= self.settings.hold_s:
-                    self._adjust(name, control, window, now)
+                if name in live:
+                    windows.append((name, control, window))
+            shares = fair_shares({name: (w.taken_fps, self.caps.get(name)) for name, _, w in windows})
+            for name, control, window in windows:
+                if now - control.changed_at >= self.settings.hold_s:
+                    self._adjust(name, control, window, shares[name], now)
         return True
 
     def summary(self) -> str | None:
@@ -215,21 +249,22 @@ class ShedController:
                 f"({100 * skipped / max(packets, 1):.0f} %), {self.changes} level changes; lowest level: {lowest}"
                 + (f" (last reason: {why[-1]})" if why else ""))
 
-    def _adjust(self, name: str, control: DecodeControl, window: _Window, now: float) -> None:
+    def _adjust(self, name: str, control: DecodeControl, window: _Window, share: float, now: float) -> None:
         s = self.settings
+        up, down = control.next_step(+1), control.next_step(-1)
         if self.starved:
             if window.decoded_fps > 0 and window.taken_fps < s.supply_limited * window.decoded_fps:
                 return  # this camera's frames are already left over: raising it feeds nothing
-            up = control.next_step(+1)
             if up is not None:
                 self._move(name, control, up, now, "the model was waiting for frames")
             return
-        down = control.next_step(-1)
-        if down is None or window.decoded_fps <= 0:
-            return
-        if control.expected_fps(down) >= s.headroom * window.taken_fps:
+        if window.decoded_fps <= 0 and window.taken_fps <= 0:
+            return  # nothing measured yet (connecting, or between keyframes of a long GOP)
+        if up is not None and control.expected_fps(control.step) < s.raise_below * share:
+            self._move(name, control, up, now, f"its share of the model is {share:.1f} fps")
+        elif down is not None and control.expected_fps(down) >= s.headroom * share:
             self._move(name, control, down, now,
-                       f"the model took {window.taken_fps:.1f} of {window.decoded_fps:.1f} decoded fps")
+                       f"its share of the model is {share:.1f} of {window.decoded_fps:.1f} decoded fps")
 
     def _move(self, name: str, control: DecodeControl, step: int, now: float, why: str) -> None:
         log.debug("%s: decode %s -> %s (%s)", name, control.level, STEPS[step], why)

@@ -489,29 +489,9 @@ def test_live_recording_lasts_as_long_as_it_was_recorded(tmp_path: Path) -> None
 
 
 def browser_state(video: Path) -> dict:  # type: ignore[type-arg]
-    """What a ``<video>`` element in headless Chromium makes of ``video``, served on loopback."""
-    import http.server
-    import socketserver
+    from tests.browser import video_state
 
-    from tests.browser import Chromium
-
-    page = video.parent / "index.html"
-    page.write_text(f'<video id="v" src="{video.name}" muted preload="auto"></video>')
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(video.parent))
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            with Chromium() as browser:
-                browser.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
-                # readyState 2: the first picture is decoded; an unplayable codec sets error instead
-                return dict(browser.wait_for(
-                    "(() => { const v = document.getElementById('v');"
-                    " return v && (v.error ? {error: v.error.code} : v.readyState >= 2 &&"
-                    " {w: v.videoWidth, h: v.videoHeight, duration: v.duration}); })()",
-                    timeout=30,
-                ))
-        finally:
-            server.shutdown()
+    return video_state(video)
 
 
 def test_plays_in_chromium(annotated: Path) -> None:

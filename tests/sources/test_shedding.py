@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 from streamer.sources.av_capture import ReplayCapture
-from streamer.sources.shedding import ALL, KEYFRAMES, NONREF, OFF, STEPS, DecodeControl, ShedController, ShedSettings
+from streamer.sources.shedding import (
+    ALL,
+    KEYFRAMES,
+    NONREF,
+    OFF,
+    STEPS,
+    DecodeControl,
+    ShedController,
+    ShedSettings,
+    fair_shares,
+)
 from tests.clips import make_camera_clip
+from tests.conftest import require_tool
 
 GOP = 10
 
@@ -19,14 +30,8 @@ GOP = 10
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """160x90 at 30 fps, a keyframe every 10 frames, no B-frames, 317 frames."""
-    from tests.rtsp import in_ci
-
-    try:
-        return make_camera_clip(tmp_path_factory.mktemp("clips") / "cam.mp4", width=160, height=90, gop=GOP)
-    except FileNotFoundError as exc:
-        if in_ci():
-            pytest.fail(f"{exc} (CI=true: the CI image must provide it)")
-        pytest.skip(str(exc))
+    require_tool("ffmpeg")
+    return make_camera_clip(tmp_path_factory.mktemp("clips") / "cam.mp4", width=160, height=90, gop=GOP)
 
 
 def decode_all(clip: Path, step: int) -> tuple[DecodeControl, list[tuple[float | None, str]]]:
@@ -156,7 +161,7 @@ def test_levels_go_down_while_the_model_is_saturated_and_hold_between_moves() ->
     assert steps[-1] == STEPS.index("gop/4")
     moves = [i for i in range(1, len(steps)) if steps[i] != steps[i - 1]]
     assert all(b - a >= 2 for a, b in zip(moves, moves[1:]))
-    assert "took 3.0" in shed.reasons["c0"]
+    assert "share of the model is 3.0" in shed.reasons["c0"]
     assert "load shed before decoding" in (shed.summary() or "")
 
 
@@ -168,6 +173,33 @@ def test_levels_go_up_while_the_model_waits_for_supply_limited_cameras() -> None
         decoded = c.expected_fps(c.step)
         feed(shed, controls, decoded=decoded, taken=decoded, waited_s=0.5, at=t + second)
     assert controls["c0"].step == ALL and shed.reasons["c0"] == "the model was waiting for frames"
+
+
+@pytest.mark.parametrize(("cameras", "expected"), [
+    ({}, {}),
+    ({"a": (10.0, None), "b": (20.0, None)}, {"a": 15.0, "b": 15.0}),
+    ({"a": (2.0, 2.0), "b": (14.0, None), "c": (14.0, None)}, {"a": 2.0, "b": 14.0, "c": 14.0}),
+    ({"a": (1.0, 5.0), "b": (29.0, None)}, {"a": 5.0, "b": 25.0}),  # under its cap: owed the cap
+    ({"a": (3.0, 10.0), "b": (3.0, 10.0)}, {"a": 3.0, "b": 3.0}),  # caps above the share change nothing
+])
+def test_fair_shares(cameras: dict[str, tuple[float, float | None]], expected: dict[str, float]) -> None:
+    assert fair_shares(cameras) == pytest.approx(expected)
+
+
+def test_a_camera_that_fell_behind_its_share_is_raised_not_lowered() -> None:
+    """The model is saturated; one camera at keyframes got 1 frame a second, the other 20:
+    each is owed 10.5, so the starved one goes up instead of further down."""
+    shed, controls = controller(step=ALL)
+    controls["c0"].step = KEYFRAMES
+    t = shed._last_tick
+    for name, (decoded, taken) in {"c0": (1, 1), "c1": (30, 20)}.items():
+        controls[name].packets += 30
+        controls[name].decoded += decoded
+        for _ in range(taken):
+            shed.taken(name)
+    assert shed.tick(now=t + 1)
+    assert controls["c0"].step == STEPS.index("gop/8") and "share of the model is 10.5" in shed.reasons["c0"]
+    assert controls["c1"].step == ALL  # gop/2 would decode 15, under 1.5 x 10.5
 
 
 def test_a_camera_with_frames_left_over_is_not_raised_for_a_hungry_model() -> None:
