@@ -79,15 +79,16 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
         with Chromium(size=(1600, 1000)) as browser:
             browser.goto(monitor.server.url)
             browser.wait_for(f"{READY} && {PAINTED} && document.images.length === 16", timeout=40)
-            first = tile_pictures(browser)
+            pictures: dict[str, set[str]] = {}
             ended = time.monotonic() + 10
             while time.monotonic() < ended:
                 stats = monitor.stats()
                 for name, cam in stats["cameras"].items():
                     age = cam["result_age_s"]
                     oldest[name] = max(oldest.get(name, 0.0), 99.0 if age is None else age)
+                for name, digest in tile_pictures(browser).items():
+                    pictures.setdefault(name, set()).add(digest)
                 time.sleep(0.5)
-            last = tile_pictures(browser)
             texts = browser.evaluate("Array.from(document.querySelectorAll('.tile .status')).map(s => s.textContent)")
         got = {name: n - seen[name] for name, n in results(monitor).items()}
         stats = monitor.stats()
@@ -95,9 +96,9 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
     assert max(oldest.values()) < 5.0, oldest
     latencies.sort()
     assert latencies and latencies[int(0.95 * len(latencies))] < 2.0, latencies[-5:]
-    assert len(first) == len(last) == 16
-    unchanged = [name for name in first if first[name] == last[name]]
-    assert not unchanged, f"tiles that did not update in 10 s: {unchanged}"
+    assert len(pictures) == 16
+    stuck = {name: len(seen) for name, seen in pictures.items() if len(seen) < 3}
+    assert not stuck, f"tiles that showed fewer than 3 pictures in 10 s: {stuck}"
     assert all("decode" in text and "newest result" in text for text in texts), texts[:2]
     # Under this load some cameras were taken below every frame, and it shows.
     levels = {cam["decode_level"] for cam in stats["cameras"].values()}
