@@ -10,8 +10,11 @@ Rounds interleave the two ways of running (the order flips each round):
 
 * ``shed``: today's monitor (decode levels per camera, the model fed on demand, least
   recently served camera first, frames converted only when taken);
-* ``all``: every frame decoded and converted, as before load shedding (``capture.shed:
-  false``, ``capture.backend: opencv`` for the replays, ``queue.policy: latest_per_key``).
+* ``all``: the monitor as it was before load shedding, every setting of it that can still
+  be chosen: every frame decoded and converted (``capture.shed: false``, ``capture.backend:
+  opencv`` for the replays), one batch over the newest frame of every camera on one call
+  with every thread (``model.batch: N``, ``model.workers: 1``), frames dropped between
+  stages (``queue.policy: latest_per_key``).
 
 Per camera count and way, the median over rounds of: results/s of all cameras; the
 per-camera results/s, minimum and median; latency p50/p95 (capture to result, every result
@@ -64,6 +67,7 @@ def config(way: str, urls: list[str]) -> dict[str, Any]:
     if way == "all":
         data["capture"].update({"shed": False})
         data["queue"] = {"policy": "latest_per_key"}
+        data["model"] = {"batch": len(urls), "workers": 1}
         if not urls[0].startswith("rtsp://"):
             data["capture"]["backend"] = "opencv"
     return data

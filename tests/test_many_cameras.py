@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
             texts = browser.evaluate("Array.from(document.querySelectorAll('.tile .status')).map(s => s.textContent)")
         got = {name: n - seen[name] for name, n in results(monitor).items()}
         stats = monitor.stats()
+        with urllib.request.urlopen(monitor.server.url + "metrics", timeout=10) as response:
+            metrics = response.read().decode()
     assert all(n > 0 for n in got.values()), got
     assert max(oldest.values()) < 5.0, oldest
     latencies.sort()
@@ -104,6 +107,10 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
     levels = {cam["decode_level"] for cam in stats["cameras"].values()}
     assert levels - {"all"}, levels
     assert all(cam["skipped_fps"] > 0 for cam in stats["cameras"].values())
+    for name, cam in stats["cameras"].items():
+        assert f'streamer_camera_decode_level{{camera="{name}",level="{cam["decode_level"]}"}} 1.0' in metrics
+        assert f'streamer_camera_result_age_seconds{{camera="{name}"}}' in metrics
+        assert f'streamer_camera_skipped_fps{{camera="{name}"}}' in metrics
 
 
 def tile_pictures(browser: Any) -> dict[str, str]:
