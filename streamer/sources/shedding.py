@@ -28,15 +28,18 @@ only when the model has room for it: what is taken is what the model consumes. E
 ``tick_s`` the controller compares, per camera, what was decoded with what was taken:
 
 * the model waited for frames (the source found no camera with a frame for more than
-  ``starved_share`` of the time) and a camera hands over most of what it decodes: that
-  camera is supply-limited, one step up;
-* otherwise the model is saturated, and each camera is owed its fair share of what it
-  took in all: the total shared equally, a capped camera taking no more than its cap and
-  leaving the rest to the others (water-filling). A camera whose level decodes less than
-  ``raise_below`` × its share goes one step up; one whose step below would still decode
-  ``headroom`` × its share goes one step down (the frames above that are decoded only to be
-  overwritten in the slot). Targets from the share, not from what each camera happened to
-  get, keep a camera that fell behind from being lowered further for it.
+  ``starved_share`` of the time): one supply-limited camera (it hands over most of what it
+  decodes), the one that got least, goes one step up. One a tick, so that supply creeps up
+  to what the model takes instead of overshooting it: a model fed more than it can take
+  leaves every camera's frame waiting in its slot, and the picture goes stale;
+* otherwise the model is saturated, and each camera is owed its fair share of what all
+  took: the total shared equally, a capped camera taking no more than its cap and leaving
+  the rest to the others (water-filling). A camera that got under ``behind`` × its share
+  while its level decodes less than ``raise_below`` × its share goes one step up (it fell
+  behind the others); one whose step below would still decode ``headroom`` × its share
+  goes one step down (the frames above that are decoded only to be overwritten in the
+  slot). Targets from the share, not from what each camera happened to get, keep a camera
+  that fell behind from being lowered further for it.
 
 A camera waits ``hold_s`` after each change before the next one (hysteresis), so a level
 does not flap on one noisy second.
@@ -151,8 +154,10 @@ class ShedSettings:
     supply_limited: float = 0.6
     #: Step down only while the step below still decodes this many times the camera's share.
     headroom: float = 1.5
-    #: Step up when the level decodes less than this many times the camera's share.
+    #: Step up a camera that got less than ``behind`` x its share while its level decodes
+    #: less than ``raise_below`` x its share.
     raise_below: float = 1.15
+    behind: float = 0.7
 
 
 def fair_shares(cameras: dict[str, tuple[float, float | None]]) -> dict[str, float]:
@@ -230,11 +235,25 @@ class ShedController:
                 window.packets, window.decoded, window.taken, window.skipped = packets, decoded, taken, skipped
                 if name in live:
                     windows.append((name, control, window))
-            shares = fair_shares({name: (w.taken_fps, self.caps.get(name)) for name, _, w in windows})
-            for name, control, window in windows:
-                if now - control.changed_at >= self.settings.hold_s:
+            ready = [(n, c, w) for n, c, w in windows if now - c.changed_at >= self.settings.hold_s]
+            if self.starved:
+                self._feed_the_model(ready, now)
+            else:
+                shares = fair_shares({name: (w.taken_fps, self.caps.get(name)) for name, _, w in windows})
+                for name, control, window in ready:
                     self._adjust(name, control, window, shares[name], now)
         return True
+
+    def _feed_the_model(self, ready: list[tuple[str, DecodeControl, _Window]], now: float) -> None:
+        """The model waited: one step up for the supply-limited camera that got least."""
+        s = self.settings
+        candidates = [
+            (w.taken_fps, c.step, name, c) for name, c, w in ready
+            if c.next_step(+1) is not None and (w.decoded_fps <= 0 or w.taken_fps >= s.supply_limited * w.decoded_fps)
+        ]
+        if candidates:
+            _, _, name, control = min(candidates, key=lambda t: (t[0], t[1]))
+            self._move(name, control, control.next_step(+1), now, "the model was waiting for frames")  # type: ignore[arg-type]
 
     def summary(self) -> str | None:
         """How much was shed and why, for a run's summary (None when nothing was)."""
@@ -250,17 +269,13 @@ class ShedController:
                 + (f" (last reason: {why[-1]})" if why else ""))
 
     def _adjust(self, name: str, control: DecodeControl, window: _Window, share: float, now: float) -> None:
+        """The model is saturated: move ``name`` toward its fair ``share``."""
         s = self.settings
         up, down = control.next_step(+1), control.next_step(-1)
-        if self.starved:
-            if window.decoded_fps > 0 and window.taken_fps < s.supply_limited * window.decoded_fps:
-                return  # this camera's frames are already left over: raising it feeds nothing
-            if up is not None:
-                self._move(name, control, up, now, "the model was waiting for frames")
-            return
         if window.decoded_fps <= 0 and window.taken_fps <= 0:
             return  # nothing measured yet (connecting, or between keyframes of a long GOP)
-        if up is not None and control.expected_fps(control.step) < s.raise_below * share:
+        if (up is not None and window.taken_fps < s.behind * share
+                and control.expected_fps(control.step) < s.raise_below * share):
             self._move(name, control, up, now, f"its share of the model is {share:.1f} fps")
         elif down is not None and control.expected_fps(down) >= s.headroom * share:
             self._move(name, control, down, now,

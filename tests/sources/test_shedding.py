@@ -202,6 +202,24 @@ def test_a_camera_that_fell_behind_its_share_is_raised_not_lowered() -> None:
     assert controls["c1"].step == ALL  # gop/2 would decode 15, under 1.5 x 10.5
 
 
+def test_a_hungry_model_raises_one_camera_a_tick_the_one_that_got_least() -> None:
+    """Raising every camera at once would overshoot what the model takes and leave every
+    frame waiting in its slot; supply creeps up one camera at a time."""
+    shed, controls = controller(n=4, step=STEPS.index("gop/8"))
+    controls["c0"].step = KEYFRAMES
+    t = shed._last_tick
+    for name, control in controls.items():
+        got = 1 if name == "c0" else 3  # each hands over all it decodes
+        control.packets += 30
+        control.decoded += got
+        for _ in range(got):
+            shed.taken(name)
+    shed.observe_wait(0.5)
+    assert shed.tick(now=t + 1)
+    assert {name: STEPS[c.step] for name, c in controls.items()} == {
+        "c0": "gop/8", "c1": "gop/8", "c2": "gop/8", "c3": "gop/8"}
+
+
 def test_a_camera_with_frames_left_over_is_not_raised_for_a_hungry_model() -> None:
     """A capped camera hands over 2 of 30 decoded frames: raising it would feed nothing."""
     shed, controls = controller(n=1, step=STEPS.index("gop/4"))
