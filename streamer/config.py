@@ -18,13 +18,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from streamer.errors import ConfigError
 from streamer.postprocess.anchors import AnchorConfig
 from streamer.postprocess.yolo import MAX_NMS
+
+if TYPE_CHECKING:
+    from streamer.sources.live import ReconnectPolicy
 
 # --------------------------------------------------------------------------- YAML with lines
 
@@ -271,7 +274,8 @@ class CaptureConfig:
             _check(value is None or value > 0, f"capture.{name} must be > 0, but got {value}")
         _check(self.fps is None or self.fps > 0, f"capture.fps must be > 0, but got {self.fps}")
 
-    def policy(self):  # type: ignore[no-untyped-def]
+    def policy(self) -> ReconnectPolicy:
+        """The reconnect policy of a live source (imported here: sources load OpenCV)."""
         from streamer.sources.live import ReconnectPolicy
 
         return ReconnectPolicy(
@@ -467,6 +471,12 @@ class EventsConfig:
         _check(self.webhook_timeout_s > 0, f"events.webhook_timeout_s must be > 0, but got {self.webhook_timeout_s}")
         _check(self.webhook is None or self.webhook.startswith(("http://", "https://")),
                f"events.webhook must be an http:// or https:// URL, but got {self.webhook!r}")
+
+    def enabled(self, mqtt: bool = False) -> bool:
+        """Whether per-object events are made: a class to watch (``track``) and somewhere for
+        them to go (``path``, ``webhook``, or ``mqtt``: whether the pipeline has that section,
+        which is not this one's to say)."""
+        return bool(self.track) and bool(self.path or self.webhook or mqtt)
 
 
 _TOPIC_ILLEGAL = re.compile(r"[+#\x00]")
@@ -671,10 +681,10 @@ def tracking(cfg: PipelineConfig, camera: CameraConfig | None = None) -> TrackCo
     if cfg.cameras is not None:
         cams = [camera] if camera is not None else list(cfg.cameras.values())
         geometry = any(c.lines or c.zones for c in cams)
-        events = bool(cfg.events.track) and bool(cfg.events.path or cfg.events.webhook or cfg.mqtt)
-        return TrackConfig() if geometry or events else None
-    # MQTT's events are per object, which takes identities.
-    return TrackConfig() if cfg.lines or cfg.zones or (cfg.mqtt is not None and cfg.events.track) else None
+        return TrackConfig() if geometry or cfg.events.enabled(mqtt=cfg.mqtt is not None) else None
+    # The other jobs make events only for MQTT; they are per object, which takes identities.
+    events = cfg.mqtt is not None and cfg.events.enabled(mqtt=True)
+    return TrackConfig() if cfg.lines or cfg.zones or events else None
 
 
 # --------------------------------------------------------------------------- validation
