@@ -1,81 +1,57 @@
-"""Building pipelines from parts, and the ``stream()`` generator for embedding streamer."""
+"""Pipelines for embedding streamer: ``build_pipeline()`` from parts, and the ``stream()`` generator.
+
+Both describe what they were asked for as a :class:`~streamer.config.PipelineConfig` and take
+the jobs' own path, :func:`streamer.compose.build_from_config`: a setting means the same thing
+here as in a pipeline file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from streamer.config import ClassifyConfig, DetectConfig, TrackConfig
-from streamer.defaults import queue_for
-from streamer.models import Model, load_model
+from streamer.compose import build_from_config, model_for, source_for
+from streamer.config import DetectConfig, ModelConfig, PipelineConfig, QueueSettings, TrackConfig
+from streamer.models import Model
 from streamer.pipeline import Pipeline, QueueConfig
-from streamer.postprocess.anchors import AnchorConfig
-from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
-from streamer.sources import Source, make_source
-from streamer.stages import ClassifyStage, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
+from streamer.sources import Source
 from streamer.types import Result
+
+
+def _config(source: Source | str, **sections: Any) -> PipelineConfig:
+    """A pipeline config for ``source``: its own spec, or the id of a source already built."""
+    return PipelineConfig(source=source if isinstance(source, str) else source.source_id or "source", **sections)
+
+
+def _name(model: Model | str) -> str:
+    """The ``model.name`` of a config for ``model``: a model already built keeps its own."""
+    return model if isinstance(model, str) else ModelConfig.name
 
 
 def build_pipeline(
     source: Source | str,
     model: Model | str = "yolo11n",
     *,
-    params: DetectConfig | None = None,
-    imgsz: int | None = None,
-    rect: bool = True,
-    batch: int = 1,
-    batch_timeout_s: float | None = None,
-    workers: int = 1,
     sinks: Sequence[Sink] = (),
-    render: bool | None = None,
-    render_copy: bool = False,
-    render_status: bool = False,
-    extra_status: Callable[[], list[str]] | None = None,
-    output: bool = False,
+    imgsz: int | None = None,
+    batch: int = 1,
+    workers: int = 1,
     queue: QueueConfig | None = None,
-    stage_timeout_s: float | None = 30.0,
-    anchors: AnchorConfig | None = None,
-    track: TrackConfig | None = None,
-    geometry: dict[str | None, tuple[Sequence[Any], Sequence[Any]]] | None = None,
-    classify: ClassifyConfig | None = None,
 ) -> Pipeline:
-    """Compose source → preprocess → infer → postprocess → [track] → [render] → [sinks].
+    """Compose source → preprocess → infer → postprocess → [render] → [sinks].
 
-    ``queue=None`` takes the queues from :data:`streamer.defaults.QUEUES` for the source's
-    kind. ``render=None`` renders only when a sink needs the drawn picture. ``track`` turns on
-    tracking, and ``geometry`` maps a source id (None: every source) to its counting lines and
-    zones. Nothing is opened until the pipeline starts (or ``Pipeline.open()`` is called).
+    ``batch`` frames share a model call and ``workers`` calls run at once, as given (a job
+    plans them itself, see :func:`streamer.compose.inference_plan`). ``queue=None`` takes the
+    queues from :data:`streamer.defaults.QUEUES` for the source's kind. The picture is drawn
+    only when a sink needs it. Nothing is opened until the pipeline starts (or
+    ``Pipeline.open()`` is called).
     """
-    src = make_source(source) if isinstance(source, str) else source
-    if isinstance(model, str):
-        model = load_model(model)
-    configure_threads()
-    if anchors is not None:
-        # Anchors sit on a fixed input size: letterbox to exactly that size.
-        imgsz, rect = anchors.input_hw, False  # type: ignore[assignment]
-    stages = [
-        PreprocessStage(model, imgsz=imgsz, rect=rect),
-        # Files: a batch waits up to 50 ms to fill (nothing is lost, throughput wins). Live:
-        # only frames already waiting join a batch unless a timeout is given (monitoring).
-        InferStage(model, batch_size=batch,
-                   batch_timeout_s=batch_timeout_s if batch_timeout_s is not None else (0.0 if src.live else 0.05),
-                   workers=workers),
-        PostprocessStage(model, params or DetectConfig(), anchors=anchors),
-    ]
-    if track is not None:
-        stages.append(TrackStage(track, src, live=src.live, geometry=geometry))
-    if classify is not None:
-        stages.append(ClassifyStage(classify, model, src, live=src.live))
-    if render is None:
-        render = any(s.needs_render for s in sinks)
-    if render:
-        stages.append(RenderStage(copy=render_copy, status=render_status, extra_status=extra_status, geometry=geometry))
-    if sinks:
-        stages.append(SinkStage(sinks))
-    if queue is None:
-        queue = queue_for(src.kind, batch=batch, cameras=src.streams)
-    return Pipeline(src, stages, queue=queue, output=output, stage_timeout_s=stage_timeout_s)
+    model_cfg = ModelConfig(name=_name(model), imgsz=imgsz, batch=batch, workers=workers)
+    queue_cfg = QueueSettings() if queue is None else QueueSettings(size=queue.size, policy=queue.policy.value)
+    cfg = _config(source, model=model_cfg, queue=queue_cfg)
+    return build_from_config(cfg, source_for(cfg) if isinstance(source, str) else source,
+                             model_for(model_cfg) if isinstance(model, str) else model, sinks=sinks)
 
 
 def stream(
@@ -106,16 +82,18 @@ def stream(
     file) add ``result.analytics``. Leaving the loop early stops the pipeline and releases the
     source and model.
     """
-    from streamer.config import parse_geometry
-
-    line_specs, zone_specs = parse_geometry(lines, zones, "")
-    settings = (track if isinstance(track, TrackConfig) else TrackConfig()) if track or line_specs or zone_specs else None
-    params = DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det)
-    if isinstance(model, str):
-        model = load_model(model, backend=backend, device=device)
-    pipeline = build_pipeline(
-        source, model, params=params, imgsz=imgsz, rect=rect, batch=batch, render=render, render_copy=True, output=True,
-        track=settings, geometry={None: (line_specs, zone_specs)},
+    # One model call in flight and ``batch`` as given: a job's throughput plan (two calls on a
+    # file on the CPU) is the CLI's; an embedding program sets its own threads.
+    model_cfg = ModelConfig(name=_name(model), backend=backend, device=device, imgsz=imgsz, rect=rect, batch=batch,
+                            workers=1)
+    cfg = _config(
+        source, model=model_cfg,
+        detect=DetectConfig(conf=conf, iou=iou, classes=tuple(classes) if classes else None, max_det=max_det),
+        track=track if isinstance(track, TrackConfig) else (TrackConfig() if track else None),
+        lines=lines, zones=zones,
     )
+    pipeline = build_from_config(cfg, source_for(cfg) if isinstance(source, str) else source,
+                                 model_for(model_cfg) if isinstance(model, str) else model,
+                                 render=render, render_copy=True, output=True)
     with pipeline:
         yield from pipeline

@@ -1,32 +1,149 @@
-"""A validated pipeline configuration turned into a pipeline: the one place jobs compose.
+"""A validated pipeline configuration turned into its parts: the one place that reads it.
 
-Every job (annotate, watch, monitor, and any other executor) makes its source, its model and
-its own sinks, then calls :func:`build_from_config`; everything the pipeline file says about
-the pipeline itself (detection settings, input size, batching, workers, queues, stage
-timeout, anchors, tracking, lines and zones) is read here and nowhere else.
+Below the CLI, a :class:`~streamer.config.PipelineConfig` is read here and nowhere else. Every
+job (annotate, watch, the in-process monitor, the Ray monitor's driver and actors) asks for
+its source (:func:`source_for`), its model (:func:`model_for`) and its pipeline
+(:func:`build_from_config`), then adds only what is its own (sinks, a window, a dashboard)
+and runs it. Each part is built from its own section and finished by its constructor, so a
+setting added to a section is threaded through one function, not through every job.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from streamer.api import build_pipeline
-from streamer.config import ModelConfig, PipelineConfig, tracking
-from streamer.defaults import queue_for
+from streamer.config import ClassifyConfig, ModelConfig, PipelineConfig, tracking
+from streamer.defaults import QueueConfig, queue_for
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
-from streamer.pipeline import Pipeline
-from streamer.sinks.base import Sink
+from streamer.pipeline import Pipeline, Stage
+from streamer.queues import Policy
+from streamer.runtime import configure_threads
+from streamer.sinks.base import ForSource, Sink
+from streamer.sinks.jsonl import JsonlSink
+from streamer.sinks.video import VideoSink
+from streamer.sources import make_source
 from streamer.sources.base import Source
+from streamer.stages import ClassifyStage, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
+
+if TYPE_CHECKING:
+    from streamer.sinks.events import EventSink
+    from streamer.sinks.mqtt import MqttSink
+    from streamer.sources.live import LiveSource
+    from streamer.stages import Geometry
 
 
-def model_for(cfg: PipelineConfig) -> Model:
-    """The model a pipeline file describes, with its task check and labels (not opened yet)."""
-    m = cfg.model
-    model = load_model(m.name, backend=m.backend, device=m.device, threads=m.threads, half=m.half)
-    return configure(model, task=m.task, labels=m.labels)
+def source_for(cfg: PipelineConfig, camera: str | None = None, *, live: bool = False,
+               in_process: bool = True) -> Source:
+    """The source ``cfg`` reads (not opened yet): its ``source``, or with ``camera`` that one
+    of its ``cameras``, connecting as its ``capture`` section says.
+
+    A recorded job (annotate) reads a file as it is, every frame and unpaced; ``live`` (watch)
+    and the cameras read as it happens: a video file is replayed at its own rate. A webcam is
+    asked for the capture section's size, fps and fourcc by its constructor, which checks them.
+
+    A camera of the in-process monitor also gets its detect fps (the monitor's fair-share
+    controller holds it to that) and, for a recording without boxes, copies its own packets
+    into it. A Ray camera actor (``in_process=False``) has no such controller, and its
+    recordings are drawn on the driver, so it gets neither.
+    """
+    cap = cfg.capture
+    policy = cap.policy()
+    cam = None
+    if camera is not None:
+        if not cfg.cameras or camera not in cfg.cameras:
+            raise KeyError(f"no camera {camera!r}, expecting one of {sorted(cfg.cameras or {})}")
+        cam = cfg.cameras[camera]
+    live = live or cam is not None
+    max_fps = record = None
+    if cam is not None and in_process:
+        max_fps = cam.fps if cam.fps is not None else cfg.detect.fps
+        record = cam.record if cam.record and not cam.record_boxes else None
+    return make_source(
+        cam.url if cam is not None else cfg.source, policy=policy, transport=cap.transport,
+        backend=cap.backend, source_id=camera, realtime=live, loop=cap.loop, max_fps=max_fps,
+        shed=cap.shed, record=record, width=cap.width, height=cap.height, fps=cap.fps, fourcc=cap.fourcc,
+    )
+
+
+def model_for(cfg: ModelConfig) -> Model:
+    """The model a ``model:`` section describes, with its task check and labels (not opened yet)."""
+    model = load_model(cfg.name, backend=cfg.backend, device=cfg.device, threads=cfg.threads, half=cfg.half)
+    return configure(model, task=cfg.task, labels=cfg.labels)
+
+
+def classifier_for(cfg: ClassifyConfig) -> Model:
+    """The second model a ``classify:`` section names (not opened yet; the classify stage
+    checks at open that it is a classifier and says which key is wrong when it is not)."""
+    return model_for(ModelConfig(name=cfg.model, backend=cfg.backend, device=cfg.device))
+
+
+def outputs_for(cfg: PipelineConfig, names: Sequence[str], *, copies: bool = False) -> list[Sink]:
+    """Each camera's own JSONL and drawn recording, as its ``cameras:`` entry names them. With
+    ``copies`` a recording without ``record_boxes`` is the camera's own (made by its source,
+    see :func:`source_for`), not a sink."""
+    outputs: list[Sink] = []
+    for name in names:
+        cam = (cfg.cameras or {})[name]
+        if cam.jsonl:
+            outputs.append(ForSource(JsonlSink(cam.jsonl), name))
+        if cam.record and (cam.record_boxes or not copies):
+            outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()),
+                                     name))
+    return outputs
+
+
+def events_for(cfg: PipelineConfig, mqtt: MqttSink | None = None) -> EventSink | None:
+    """The per-object event sink the ``events:`` section asks for (a file, a webhook, or
+    ``mqtt`` told of every event as it happens), or None."""
+    ev = cfg.events
+    if not ev.enabled(mqtt=mqtt is not None):
+        return None
+    from streamer.sinks.events import EventSink
+
+    return EventSink(
+        ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
+        gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook,
+        webhook_retries=ev.webhook_retries, webhook_timeout_s=ev.webhook_timeout_s,
+        listeners=[mqtt.on_event] if mqtt is not None else (),
+    )
+
+
+def mqtt_for(cfg: PipelineConfig, source_ids: Sequence[str],
+             states: Callable[[], Mapping[str, str]] | None = None) -> MqttSink | None:
+    """The MQTT sink the ``mqtt:`` section asks for, or None.
+
+    A monitor's cameras keep their names in topics; the one source of ``watch`` is called
+    ``mqtt.camera``. Put the sink before the event sink in the sink list: sinks close last
+    first, so the events' ends reach the queue before it is drained.
+    """
+    if cfg.mqtt is None:
+        return None
+    from streamer import __version__
+    from streamer.sinks.mqtt import CameraTopics, MqttSink  # loads paho: only when asked for
+
+    cameras: dict[str, CameraTopics] = {}
+    for source_id in source_ids:
+        if cfg.cameras is not None and source_id in cfg.cameras:
+            cam = cfg.cameras[source_id]
+            cameras[source_id] = CameraTopics(source_id, tuple(s.name for s in cam.lines), tuple(s.name for s in cam.zones))
+        else:
+            cameras[source_id] = CameraTopics(cfg.mqtt.camera, tuple(s.name for s in cfg.lines),
+                                              tuple(s.name for s in cfg.zones))
+    return MqttSink(cfg.mqtt, cameras, cfg.events.track, min_confidence=cfg.events.min_confidence, states=states,
+                    version=__version__)
+
+
+def watch_outputs_for(cfg: PipelineConfig, source: LiveSource) -> list[Sink]:
+    """``watch``'s MQTT sink and the event sink that feeds it (the events as a monitor makes
+    them, from the ``events:`` section); nothing without ``mqtt:``."""
+    mqtt = mqtt_for(cfg, [source.source_id], lambda: {source.source_id: source.state})
+    if mqtt is None:
+        return []
+    events = events_for(cfg, mqtt)
+    return [mqtt, events] if events is not None else [mqtt]
 
 
 def inference_plan(model: Model, cfg: ModelConfig, files: bool, cameras: int = 0) -> tuple[int, int]:
@@ -58,6 +175,29 @@ def inference_plan(model: Model, cfg: ModelConfig, files: bool, cameras: int = 0
     return batch, workers
 
 
+def model_stages(cfg: PipelineConfig, model: Model, *, batch: int, batch_timeout_s: float,
+                 workers: int = 1) -> tuple[PreprocessStage, InferStage, PostprocessStage]:
+    """The preprocess, infer and postprocess stages of ``model`` from the ``model:`` and
+    ``detect:`` sections: what the in-process pipeline runs, and the Ray inference actor too.
+
+    An ``anchors:`` head sits on a fixed input size, so it letterboxes to exactly that size.
+    """
+    m = cfg.model
+    imgsz, rect = (m.anchors.input_hw, False) if m.anchors is not None else (m.imgsz, m.rect)
+    return (
+        PreprocessStage(model, imgsz=imgsz, rect=rect),
+        InferStage(model, batch_size=batch, batch_timeout_s=batch_timeout_s, workers=workers),
+        PostprocessStage(model, cfg.detect, anchors=m.anchors),
+    )
+
+
+def geometry_for(cfg: PipelineConfig) -> Geometry:
+    """The counting lines and zones of each enabled camera, or of the one source (key None)."""
+    if cfg.cameras is not None:
+        return {name: (cam.lines, cam.zones) for name, cam in cfg.cameras.items() if cam.enabled}
+    return {None: (cfg.lines, cfg.zones)}
+
+
 def build_from_config(
     cfg: PipelineConfig,
     source: Source,
@@ -65,36 +205,61 @@ def build_from_config(
     *,
     sinks: Sequence[Sink] = (),
     render: bool | None = None,
+    render_copy: bool = False,
     render_status: bool = False,
     extra_status: Callable[[], list[str]] | None = None,
     output: bool = False,
 ) -> Pipeline:
-    """The pipeline ``cfg`` describes, reading ``source`` with ``model`` into ``sinks``.
+    """The pipeline ``cfg`` describes, reading ``source`` with ``model`` into ``sinks``:
+    source → preprocess → infer → postprocess → [track] → [classify] → [render] → [sinks].
 
     The source's kind decides what a config means for it: a file (``"file"``) gets the
     throughput plan of :func:`inference_plan` and lossless queues; a live source one model
     call per frame; several cameras (``"cameras"``) the model fed on demand (two single-frame
     calls on the CPU, one batch over the newest frame of each camera on a GPU, waiting
-    ``model.batch_timeout_ms`` for it to fill) and their own lines and zones. The rest is the job's own: ``sinks``, ``render`` (None: when a
-    sink needs the drawn picture), the status overlay (``render_status``, ``extra_status``)
-    and whether the caller reads the results (``output``). Nothing is opened here.
+    ``model.batch_timeout_ms`` for it to fill) and their own lines and zones. The rest is the
+    job's own: ``sinks``, ``render`` (None: when a sink needs the drawn picture; with
+    ``render_copy`` on a copy, leaving the frame clean), the status overlay
+    (``render_status``, ``extra_status``) and whether the caller reads the results
+    (``output``). Nothing is opened here.
     """
     kind = source.kind
     batch, workers = inference_plan(model, cfg.model, files=kind == "file",
                                     cameras=source.streams if kind == "cameras" else 0)
-    batch_timeout_s: float | None = None
-    geometry: dict[str | None, tuple[Sequence[Any], Sequence[Any]]]
-    if kind == "cameras":
-        batch_timeout_s = cfg.model.batch_timeout_ms / 1000.0
-        geometry = {name: (cam.lines, cam.zones) for name, cam in (cfg.cameras or {}).items() if cam.enabled}
-    else:
-        geometry = {None: (cfg.lines, cfg.zones)}
-    return build_pipeline(
-        source, model, params=cfg.detect, imgsz=cfg.model.imgsz, rect=cfg.model.rect,
-        batch=batch, batch_timeout_s=batch_timeout_s, workers=workers,
-        sinks=sinks, render=render, render_status=render_status, extra_status=extra_status, output=output,
-        queue=queue_for(kind, batch=batch, cameras=source.streams, size=cfg.queue.size, policy=cfg.queue.policy,
-                        workers=workers),
-        stage_timeout_s=cfg.stage_timeout_s, anchors=cfg.model.anchors,
-        track=tracking(cfg), geometry=geometry, classify=cfg.classify,
-    )
+    # Several cameras wait for a batch to fill; a file may wait 50 ms (nothing is lost,
+    # throughput wins); a live source takes only the frames already waiting.
+    batch_timeout_s = cfg.model.batch_timeout_ms / 1000.0 if kind == "cameras" else 0.0 if source.live else 0.05
+    geometry = geometry_for(cfg)
+    classifier = classifier_for(cfg.classify) if cfg.classify is not None else None
+    track = tracking(cfg)
+    configure_threads()
+    stages: list[Stage] = [*model_stages(cfg, model, batch=batch, batch_timeout_s=batch_timeout_s, workers=workers)]
+    if track is not None:
+        stages.append(TrackStage(track, source, live=source.live, geometry=geometry))
+    if cfg.classify is not None and classifier is not None:
+        stages.append(ClassifyStage(cfg.classify, model, classifier, source, live=source.live))
+    if render is None:
+        render = any(s.needs_render for s in sinks)
+    if render:
+        stages.append(RenderStage(copy=render_copy, status=render_status, extra_status=extra_status, geometry=geometry))
+    if sinks:
+        stages.append(SinkStage(sinks))
+    queue = queue_for(kind, batch=batch, cameras=source.streams, size=cfg.queue.size, policy=cfg.queue.policy,
+                      workers=workers)
+    return Pipeline(source, stages, queue=queue, output=output, stage_timeout_s=cfg.stage_timeout_s)
+
+
+def build_remote_from_config(cfg: PipelineConfig, source: Source, receive: Stage, *, sinks: Sequence[Sink],
+                             render: type[RenderStage] = RenderStage) -> Pipeline:
+    """The driver's pipeline of a monitor whose model runs elsewhere (the Ray executor): the
+    frames come with their detections, which ``receive`` puts on the results, then the same
+    track, ``render`` and sink stages as :func:`build_from_config`, one slot per camera on
+    every edge (the newest frame of each camera wins)."""
+    geometry = geometry_for(cfg)
+    stages: list[Stage] = [receive]
+    track = tracking(cfg)
+    if track is not None:
+        stages.append(TrackStage(track, source, live=True, geometry=geometry))
+    stages += [render(geometry=geometry), SinkStage(sinks)]
+    return Pipeline(source, stages, queue=QueueConfig(size=len(geometry), policy=Policy.LATEST_PER_KEY),
+                    stage_timeout_s=cfg.stage_timeout_s)

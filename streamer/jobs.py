@@ -17,7 +17,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from streamer.compose import build_from_config, inference_plan, model_for  # noqa: F401 - inference_plan: still importable here
+from streamer.compose import (  # noqa: F401 - inference_plan: still importable here
+    build_from_config,
+    inference_plan,
+    model_for,
+    source_for,
+    watch_outputs_for,
+)
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError
 from streamer.pipeline import Pipeline
@@ -27,9 +33,9 @@ from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
 from streamer.sinks.window import QUIT, OverlayWindow, check_display
-from streamer.sources import make_source, source_path
+from streamer.sources import source_path
 from streamer.sources.file import ImageSource
-from streamer.sources.live import CameraSource, LiveSource
+from streamer.sources.live import LiveSource
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -149,12 +155,13 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     ``on_frames(done, total)`` is called about every 0.2 s (a Ray task reports its progress)."""
     err = err or sys.stderr
     _check_outputs(cfg)
-    source = make_source(cfg.source)
-    model = model_for(cfg)
+    source = source_for(cfg)
+    model = model_for(cfg.model)
     images = isinstance(source, ImageSource)
     # The input's sound is carried into the annotated file (a file source; None otherwise).
     audio = source_path(cfg.source)
-    video = (VideoSink(cfg.output.video, audio_from=str(audio) if audio is not None and audio.is_file() else None,
+    video = (VideoSink(cfg.output.video, like=source,
+                       audio_from=str(audio) if audio is not None and audio.is_file() else None,
                        **cfg.output.video_options())
              if cfg.output.video and not images else None)
     sinks: list[Sink] = []
@@ -167,16 +174,9 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
     counter = CountingSink()
     sinks.append(counter)
     # One line per image says what it is; a progress bar would only repeat that.
-    console = ConsoleSink(None) if images else None
+    console = ConsoleSink(like=source) if images else None
     pipeline = build_from_config(cfg, source, model, sinks=[*sinks, console] if console is not None else sinks)
     pipeline.open()
-    if video is not None and source.fps:
-        video.fps = source.fps
-    if video is not None:
-        video.sample_aspect = getattr(source, "sample_aspect", None)
-    if console is not None:
-        console.total = source.total_frames
-        show_progress = False
     info = model.info
     total = source.total_frames
     err.write(
@@ -184,7 +184,7 @@ def run_annotate(cfg: PipelineConfig, err: TextIO | None = None, show_progress: 
         + (f" ({total} frames" + (f", {source.fps:g} fps)" if source.fps else ")") if total else "")
         + f" with {Path(info.path).name} [{info.backend}, {info.device}]\n"
     )
-    progress = Progress(total, stream=err) if show_progress else None
+    progress = Progress(total, stream=err) if show_progress and console is None else None
     started = time.monotonic()
     stuck = False
     with StopOnSignal(pipeline, err) as stopper:
@@ -296,17 +296,13 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
     """Live view: newest frames only, overlay window and/or recording, status every few seconds."""
     err = err or sys.stderr
     _check_outputs(cfg)
-    cap = cfg.capture
     window = OverlayWindow(title=f"streamer - {cfg.source}", snapshot_dir=cfg.output.snapshots) if cfg.output.window else None
     if window is not None:
         check_display()  # before loading anything: say it at once
-    source = make_source(cfg.source, policy=cap.policy(), transport=cap.transport, realtime=True, loop=cap.loop,
-                         backend=cap.backend)
-    if isinstance(source, CameraSource):
-        source.width, source.height, source.requested_fps, source.fourcc = cap.width, cap.height, cap.fps, cap.fourcc
+    source = source_for(cfg, live=True)
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    model = model_for(cfg)
+    model = model_for(cfg.model)
     sinks: list[Sink] = []
     video = VideoSink(cfg.output.video, fps=None, measure_fps=True, **cfg.output.video_options()) if cfg.output.video else None
     if video is not None:
@@ -315,10 +311,7 @@ def run_watch(cfg: PipelineConfig, err: TextIO | None = None) -> RunSummary:
         sinks.append(JsonlSink(cfg.output.jsonl))
     counter = CountingSink()
     sinks.append(counter)
-    if cfg.mqtt is not None:
-        from streamer.sinks.mqtt import watch_outputs
-
-        sinks.extend(watch_outputs(cfg, source))
+    sinks.extend(watch_outputs_for(cfg, source))
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
         return [f"dropped {pipeline.dropped + source.dropped}"]

@@ -25,17 +25,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from streamer.compose import build_from_config, model_for
+from streamer.compose import build_from_config, events_for, model_for, mqtt_for, outputs_for, source_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines, written_lines
 from streamer.pipeline import Pipeline
-from streamer.sinks.base import ForSource, Sink
+from streamer.sinks.base import Sink
 from streamer.sinks.events import EventSink
-from streamer.sinks.jsonl import JsonlSink
-from streamer.sinks.mqtt import MqttSink, mqtt_output
-from streamer.sinks.video import VideoSink
-from streamer.sources import make_source
+from streamer.sinks.mqtt import MqttSink
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
 from streamer.stats import LatencyHistogram, StageMeter, StageStats
@@ -79,33 +76,6 @@ class CameraStats(Sink):
             self.latency[camera].observe(elapsed_s)
         if self.publish is not None:
             self.publish(camera, result.image)
-
-
-def camera_outputs(cfg: PipelineConfig, names: list[str], *, copies: bool = False) -> list[Sink]:
-    """Each camera's own JSONL and drawn recording, as the config names them. With ``copies``
-    a recording without ``record_boxes`` is the camera's own (made by its source), not a sink."""
-    outputs: list[Sink] = []
-    for name in names:
-        cam = cfg.cameras[name]  # type: ignore[index]
-        if cam.jsonl:
-            outputs.append(ForSource(JsonlSink(cam.jsonl), name))
-        if cam.record and (cam.record_boxes or not copies):
-            outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True, **cfg.output.video_options()),
-                                     name))
-    return outputs
-
-
-def event_sink(cfg: PipelineConfig, mqtt: MqttSink | None = None) -> EventSink | None:
-    """The per-object event sink the config asks for (a path, a webhook or MQTT), or None."""
-    ev = cfg.events
-    if not (ev.track and (ev.path or ev.webhook or mqtt is not None)):
-        return None
-    return EventSink(
-        ev.path, ev.snapshots, ev.track, min_confidence=ev.min_confidence, min_frames=ev.min_frames,
-        gone_after_s=ev.gone_after_s, zones=ev.zones, loiter_s=ev.loiter_s, webhook=ev.webhook,
-        webhook_retries=ev.webhook_retries, webhook_timeout_s=ev.webhook_timeout_s,
-        listeners=[mqtt.on_event] if mqtt is not None else (),
-    )
 
 
 def stage_record(s: StageStats) -> dict[str, Any]:
@@ -207,15 +177,11 @@ class Monitor(MonitorRun):
         if not cfg.cameras:
             raise ConfigError("a monitor pipeline needs cameras")
         self.cfg = cfg
-        cap = cfg.capture
         self.cameras: dict[str, LiveSource] = {}
         for name, cam in cfg.cameras.items():
             if not cam.enabled:
                 continue
-            source = make_source(cam.url, policy=cap.policy(), transport=cap.transport, source_id=name,
-                                 realtime=True, loop=cap.loop, backend=cap.backend,
-                                 max_fps=cam.fps if cam.fps is not None else cfg.detect.fps, shed=cap.shed,
-                                 record=cam.record if cam.record and not cam.record_boxes else None)
+            source = source_for(cfg, name)
             if not isinstance(source, LiveSource):
                 raise ConfigError(f"camera '{name}': {cam.url} is not a live source (a URL, a webcam index, "
                                   "synthetic, or a video file)")
@@ -223,12 +189,12 @@ class Monitor(MonitorRun):
         if not self.cameras:
             raise ConfigError("every camera is disabled")
         names = list(self.cameras)
-        self.model = model_for(cfg)
-        self.camera_outputs = camera_outputs(cfg, names, copies=True)
+        self.model = model_for(cfg.model)
+        self.camera_outputs = outputs_for(cfg, names, copies=True)
         self._make_dashboard(names)
         self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
-        self.mqtt = mqtt_output(cfg, names, lambda: {name: self.camera_state(name) for name in self.cameras})
-        self.events = event_sink(cfg, self.mqtt)
+        self.mqtt = mqtt_for(cfg, names, lambda: {name: self.camera_state(name) for name in self.cameras})
+        self.events = events_for(cfg, self.mqtt)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
         if self.mqtt is not None:
             sinks.append(self.mqtt)  # before the events: closed after them, so their ends get out

@@ -8,10 +8,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer.config import DetectConfig
+from streamer.config import ClassifyConfig, DetectConfig, TrackConfig
 from streamer.models.base import Model
 from streamer.pipeline import Stage
 from streamer.postprocess.anchors import AnchorConfig, decode_anchor_detections, ssd_output_split
@@ -20,6 +21,16 @@ from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status, draw_trails
 from streamer.sinks.base import Sink
 from streamer.types import Detections, Frame, Letterbox, Result
+
+if TYPE_CHECKING:
+    # Imported where they are first used: loading them compiles or loads Numba kernels.
+    from streamer.analytics import Analytics
+    from streamer.analytics.geometry import LineSpec, ZoneSpec
+    from streamer.classify import ObjectClassifier
+    from streamer.track import Tracker
+
+    #: Lines and zones per source id (None: every source).
+    Geometry = dict[str | None, tuple[Sequence[LineSpec], Sequence[ZoneSpec]]]
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +106,27 @@ class InferStage(Stage):
     def process_batch(self, items: list[Result]) -> list[Result]:
         if self.model.device_preprocess:
             # The model letterboxes the uint8 frames on its own device (CUDA).
-            batch_on_device = self.model.prepare(
-                [item.frame.image for item in items], [item.letterbox for item in items]  # type: ignore[misc]
-            )
-            return self._finish(items, self.model(batch_on_device))  # type: ignore[arg-type]
-        inputs = [item.input for item in items]
-        assert all(x is not None for x in inputs), "infer before preprocess"
+            letterboxes: list[Letterbox] = []
+            for item in items:
+                assert item.letterbox is not None, "infer before preprocess"
+                letterboxes.append(item.letterbox)
+            batch_on_device = self.model.prepare([item.frame.image for item in items], letterboxes)
+            return self._finish(items, self.model(batch_on_device))
+        inputs: list[np.ndarray] = []
+        for item in items:
+            assert item.input is not None, "infer before preprocess"
+            inputs.append(item.input)
         if len(items) == 1:
-            batch = inputs[0][None]  # type: ignore[index]
+            batch = inputs[0][None]
         else:
             # Cameras of different sizes letterbox to different inputs. Padding the smaller
             # ones at the bottom and right keeps one model call per batch; the boxes stay
             # right because the letterbox offsets are measured from the top-left corner.
-            h = max(x.shape[1] for x in inputs)  # type: ignore[union-attr]
-            w = max(x.shape[2] for x in inputs)  # type: ignore[union-attr]
+            h = max(x.shape[1] for x in inputs)
+            w = max(x.shape[2] for x in inputs)
             batch = np.empty((len(items), 3, h, w), np.float32)
             for i, x in enumerate(inputs):
-                _, xh, xw = x.shape  # type: ignore[union-attr]
+                _, xh, xw = x.shape
                 batch[i, :, :xh, :xw] = x
                 if xh < h or xw < w:
                     batch[i, :, xh:, :] = PAD_FILL
@@ -221,7 +236,7 @@ def frame_time(frame: Frame, live: bool, fps: float | None) -> float:
 class _StreamState:
     """Tracker, counting geometry and trails of one source."""
 
-    def __init__(self, tracker: object, analytics: object | None, trail: int) -> None:
+    def __init__(self, tracker: Tracker, analytics: Analytics | None, trail: int) -> None:
         self.tracker = tracker
         self.analytics = analytics
         self.trail = trail
@@ -243,9 +258,8 @@ class TrackStage(Stage):
 
     name = "track"
 
-    def __init__(self, settings: object, source: object, live: bool,
-                 geometry: dict[str | None, tuple[Sequence[object], Sequence[object]]] | None = None) -> None:
-        self.settings = settings  # streamer.config.TrackConfig
+    def __init__(self, settings: TrackConfig, source: object, live: bool, geometry: Geometry | None = None) -> None:
+        self.settings = settings
         self.source = source
         self.live = live
         self.geometry = geometry or {}
@@ -256,7 +270,7 @@ class TrackStage(Stage):
         # that here, before the first frame, instead of as a stall in the stream.
         from streamer.track import Tracker
 
-        warm = Tracker(**self.settings.tracker_settings(None))  # type: ignore[attr-defined]
+        warm = Tracker(**self.settings.tracker_settings(None))
         box = np.array([[0, 0, 10, 10]], np.float32)
         for t in (0.0, 0.04):
             warm.update(Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32)), t)
@@ -272,14 +286,14 @@ class TrackStage(Stage):
         if state is None:
             from streamer.track import Tracker
 
-            tracker = Tracker(**self.settings.tracker_settings(_nominal_fps(self.source, source_id)))  # type: ignore[attr-defined]
+            tracker = Tracker(**self.settings.tracker_settings(_nominal_fps(self.source, source_id)))
             lines, zones = self.geometry.get(source_id) or self.geometry.get(None) or ((), ())
             analytics = None
             if lines or zones:
                 from streamer.analytics import Analytics
 
                 analytics = Analytics(lines, zones)
-            state = _StreamState(tracker, analytics, self.settings.trail)  # type: ignore[attr-defined]
+            state = _StreamState(tracker, analytics, self.settings.trail)
             self.streams[source_id] = state
         return state
 
@@ -287,10 +301,10 @@ class TrackStage(Stage):
         if item.detections is None:
             return item
         state = self._stream(item.frame.source_id)
-        t = frame_time(item.frame, self.live, getattr(state.tracker, "frame_rate", None))
-        item.detections = state.tracker.update(item.detections, t)  # type: ignore[attr-defined]
+        t = frame_time(item.frame, self.live, state.tracker.frame_rate)
+        item.detections = state.tracker.update(item.detections, t)
         if state.analytics is not None:
-            item.analytics = state.analytics.update(item.detections, t)  # type: ignore[attr-defined]
+            item.analytics = state.analytics.update(item.detections, t)
         if state.trail:
             item.trails = self._trails(state, item.detections)
         return item
@@ -332,56 +346,59 @@ class ClassifyStage(Stage):
     One :class:`~streamer.classify.ObjectClassifier` per source, so each camera's per-track
     cache is its own. With tracking on (this stage runs after the track stage) an object is
     classified when its track is confirmed and again only every ``every_s``.
+
+    ``classifier`` is the second model, built but not opened: it opens with the stage, after
+    the detector is checked, so that a swapped ``model.name`` and ``classify.model`` is
+    reported against the key that is wrong.
     """
 
     name = "classify"
 
-    def __init__(self, settings: object, detector: Model, source: object, live: bool) -> None:
-        self.settings = settings  # streamer.config.ClassifyConfig
+    def __init__(self, settings: ClassifyConfig, detector: Model, classifier: Model, source: object,
+                 live: bool) -> None:
+        self.settings = settings
         self.detector = detector
+        self._classifier = classifier
         self.source = source
         self.live = live
+        #: The classifier once it is open and checked (None before: nothing to summarize).
         self.model: Model | None = None
-        self.classifiers: dict[str, object] = {}
+        self.classifiers: dict[str, ObjectClassifier] = {}
         self._class_ids: list[int] | None = None
 
     def open(self) -> None:
         from streamer.classify import check_classifier, check_detector
-        from streamer.models import load_model
 
-        s = self.settings
         check_detector(self.detector, "model.name")
-        model = load_model(s.model, backend=s.backend, device=s.device)  # type: ignore[attr-defined]
-        check_classifier(model, "classify.model")
-        self.model = model
-        self._class_ids = s.class_ids(self.detector.info.names)  # type: ignore[attr-defined]
-        self.classifier("warm-up").classify(  # type: ignore[attr-defined]
+        check_classifier(self._classifier, "classify.model")
+        self.model = self._classifier
+        self._class_ids = self.settings.class_ids(self.detector.info.names)
+        self.classifier("warm-up").classify(
             _DUMMY_FRAME.image, Detections(np.array([[0, 0, 32, 32]], np.float32), np.ones(1, np.float32),
                                            np.zeros(1, np.int32)), 0.0)
         self.classifiers.clear()
 
-    def classifier(self, source_id: str) -> object:
+    def classifier(self, source_id: str) -> ObjectClassifier:
         found = self.classifiers.get(source_id)
         if found is None:
             from streamer.classify import ObjectClassifier
 
             s = self.settings
             assert self.model is not None
-            found = ObjectClassifier(self.model, self._class_ids, top_k=s.top_k, min_box=s.min_box,  # type: ignore[attr-defined]
-                                     every_s=s.every_s)  # type: ignore[attr-defined]
+            found = ObjectClassifier(self.model, self._class_ids, top_k=s.top_k, min_box=s.min_box, every_s=s.every_s)
             self.classifiers[source_id] = found
         return found
 
     @property
     def calls(self) -> int:
         """Classifier calls so far, over every source."""
-        return sum(c.calls for c in self.classifiers.values())  # type: ignore[attr-defined]
+        return sum(c.calls for c in self.classifiers.values())
 
     def summary_lines(self) -> list[str]:
         if self.model is None:
             return []
-        crops = sum(c.crops for c in self.classifiers.values())  # type: ignore[attr-defined]
-        reused = sum(c.reused for c in self.classifiers.values())  # type: ignore[attr-defined]
+        crops = sum(c.crops for c in self.classifiers.values())
+        reused = sum(c.reused for c in self.classifiers.values())
         return [f"classified {crops} objects with {Path(self.model.info.path).name} in {self.calls} calls"
                 + (f" ({reused} more from their track's earlier result)" if reused else "")]
 
@@ -390,7 +407,7 @@ class ClassifyStage(Stage):
             return item
         frame = item.frame
         t = frame_time(frame, self.live, _nominal_fps(self.source, frame.source_id))
-        self.classifier(frame.source_id).classify(frame.image, item.detections, t)  # type: ignore[attr-defined]
+        self.classifier(frame.source_id).classify(frame.image, item.detections, t)
         assert self.model is not None
         item.object_names = self.model.info.names
         return item
@@ -411,8 +428,7 @@ class RenderStage(Stage):
     name = "render"
 
     def __init__(self, copy: bool = False, status: bool = False,
-                 extra_status: Callable[[], list[str]] | None = None,
-                 geometry: dict[str | None, tuple[Sequence[object], Sequence[object]]] | None = None) -> None:
+                 extra_status: Callable[[], list[str]] | None = None, geometry: Geometry | None = None) -> None:
         self.copy = copy
         self.status = status
         self.extra_status = extra_status
@@ -449,9 +465,9 @@ class RenderStage(Stage):
 
         lines, zones = self.geometry.get(item.frame.source_id) or self.geometry.get(None) or ((), ())
         if zones:
-            draw_zones(image, zones, item.analytics.zones, item.names)  # type: ignore[arg-type]
+            draw_zones(image, zones, item.analytics.zones, item.names)
         if lines:
-            draw_lines(image, lines, item.analytics.lines)  # type: ignore[arg-type]
+            draw_lines(image, lines, item.analytics.lines)
 
 
 class SinkStage(Stage):
@@ -497,8 +513,9 @@ class SinkStage(Stage):
                 raise
             self._opened.append(sink)
 
-    def _run(self, method: str, *args: object) -> None:
-        """Call ``method`` on every enabled sink; a failure is counted against that sink only."""
+    def _run(self, call: Callable[[Sink], object], *, flushing: bool = False) -> None:
+        """``call(sink)`` for every enabled sink; a failure is counted against that sink only,
+        and one while ``flushing`` leaves its output unfinished."""
         for sink in self.sinks:
             if sink in self._disabled:
                 continue
@@ -506,10 +523,10 @@ class SinkStage(Stage):
                 if sink not in self._opened:
                     continue  # closed by ``abandon`` while this thread was stuck elsewhere
                 try:
-                    getattr(sink, method)(*args)
+                    call(sink)
                 except Exception as exc:  # noqa: BLE001 - one sink's failure must not stop the others
                     self._failed(sink, exc)
-                    if method == "flush":
+                    if flushing:
                         self._unfinished.add(sink.name)
                 else:
                     self._streak[sink] = 0
@@ -527,14 +544,14 @@ class SinkStage(Stage):
             log.error("sink '%s' disabled after %d failures in a row; the other outputs continue", sink.name, streak)
 
     def process(self, item: Result) -> Result:
-        self._run("write", item)
+        self._run(lambda sink: sink.write(item))
         return item
 
     def idle(self) -> None:
-        self._run("idle")
+        self._run(lambda sink: sink.idle())
 
     def flush(self) -> None:
-        self._run("flush")
+        self._run(lambda sink: sink.flush(), flushing=True)
 
     def close(self) -> None:
         self._close_sinks(None)

@@ -13,6 +13,7 @@ replicated file system), as for any Ray job that reads and writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -75,15 +76,15 @@ def annotate_task(cfg: PipelineConfig, job: FileJob, board: Any) -> dict[str, An
     return result
 
 
-def frame_counts(jobs: list[FileJob]) -> dict[str, int]:
+def frame_counts(cfg: PipelineConfig, jobs: list[FileJob]) -> dict[str, int]:
     """Frames per input, from each container's header where this machine can read it (for the
     progress line's total before every task has started)."""
-    from streamer.sources import make_source
+    from streamer.compose import source_for
 
     counts: dict[str, int] = {}
     for job in jobs:
         try:
-            source = make_source(job.source)
+            source = source_for(dataclasses.replace(cfg, source=job.source, job="annotate"))
             source.open()
             try:
                 if source.total_frames:
@@ -114,7 +115,7 @@ def run_annotate_ray(cfg: PipelineConfig, jobs: list[FileJob], err: TextIO | Non
         err.write(f"annotating {len(jobs)} files on a Ray cluster of {len(nodes)} node(s) "
                   f"({sum(n.get('Resources', {}).get('CPU', 0) for n in nodes):g} CPUs)\n")
         err.flush()
-        probed = frame_counts(jobs) if show_progress else {}
+        probed = frame_counts(cfg, jobs) if show_progress else {}
         progress = Progress(None, label=f"0/{len(jobs)} files", stream=err) if show_progress else None
         started = time.monotonic()
         snapshot: dict[str, dict[str, Any]] = {}

@@ -41,19 +41,19 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
+from streamer.compose import build_remote_from_config, events_for, outputs_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.executors import ray_cluster
 from streamer.executors.ray_workers import CameraWorker, InferenceWorker, detections_from
 from streamer.jobs import RunSummary
-from streamer.monitor import CameraStats, MonitorRun, camera_outputs, drive, event_sink, stage_record
-from streamer.pipeline import Pipeline, QueueConfig, Stage
-from streamer.queues import Policy
+from streamer.monitor import CameraStats, MonitorRun, drive, stage_record
+from streamer.pipeline import Stage
 from streamer.runtime import configure_threads
 from streamer.sinks.base import Sink
 from streamer.sources.base import TIMEOUT, Source
 from streamer.sources.live import CONNECTING, ENDED, RECONNECTING
-from streamer.stages import RenderStage, SinkStage, TrackStage
+from streamer.stages import RenderStage
 from streamer.stats import StageMeter
 from streamer.types import Frame, Result
 
@@ -188,15 +188,14 @@ class RayCameras(Source):
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
             if cam.resources:
                 options["resources"] = dict(cam.resources)
-            handle = self._actor_cls.options(**options).remote(name, cam.url, self.cfg.capture, ex.tile_quality,
-                                                               self.tile_interval_s(cam))
+            handle = self._actor_cls.options(**options).remote(self.cfg, name, self.tile_interval_s(cam))
             self.cameras[name] = CameraState(name, handle)
 
     def tile_interval_s(self, cam: Any) -> float | None:
         """Every frame's picture when a recording or the events need it; the dashboard's
         rate when only it shows them; none otherwise (detections and counts only)."""
         cfg = self.cfg
-        if cam.record or (cfg.events.track and (cfg.events.path or cfg.events.webhook)):
+        if cam.record or cfg.events.enabled():
             return 0.0
         if cfg.dashboard.enabled:
             return 1.0 / cfg.dashboard.max_fps
@@ -248,8 +247,7 @@ class RayCameras(Source):
             }
             if gpus:
                 options["num_gpus"] = 1
-            handle = self._infer_cls.options(**options).remote(cfg.model, cfg.detect, batch,
-                                                               cfg.model.batch_timeout_ms / 1000.0)
+            handle = self._infer_cls.options(**options).remote(cfg, batch, cfg.model.batch_timeout_ms / 1000.0)
             slot = InferenceSlot(handle, self._generation, node)
             slot.describe_ref = handle.describe.remote()
             slots.append(slot)
@@ -437,22 +435,15 @@ class RayMonitor(MonitorRun):
         self.names = names
         configure_threads()
         self.source = RayCameras(ray, cfg, names)
-        self.camera_outputs = camera_outputs(cfg, names)
+        self.camera_outputs = outputs_for(cfg, names)
         self._make_dashboard(names)
         self.camera_stats = CameraStats(names, publish_pictures(self.hub) if self.hub is not None else None)
-        self.events = event_sink(cfg)
+        self.events = events_for(cfg)
         sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
         if self.events is not None:
             sinks.append(self.events)
-        geometry = {name: (cfg.cameras[name].lines, cfg.cameras[name].zones) for name in names}
-        track = tracking(cfg)
-        self.tracking = track is not None
-        stages: list[Stage] = [ReceiveStage()]
-        if track is not None:
-            stages.append(TrackStage(track, self.source, live=True, geometry=geometry))
-        stages += [TileRenderStage(geometry=geometry), SinkStage(sinks)]
-        self.pipeline = Pipeline(self.source, stages, queue=QueueConfig(size=len(names), policy=Policy.LATEST_PER_KEY),
-                                 stage_timeout_s=cfg.stage_timeout_s)
+        self.tracking = tracking(cfg) is not None
+        self.pipeline = build_remote_from_config(cfg, self.source, ReceiveStage(), sinks=sinks, render=TileRenderStage)
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ stats

@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamer.config import CaptureConfig, DetectConfig, ModelConfig
+from streamer.config import PipelineConfig
 from streamer.errors import ConfigError, SourceReadError
 from streamer.preprocess import letterbox_into, letterbox_params
 from streamer.types import Detections, Frame, Letterbox, Result
@@ -62,25 +62,18 @@ class _Pending:
 class InferenceWorker:
     """One model on one node (or one GPU), shared by the cameras there, batching across them."""
 
-    def __init__(self, model_cfg: ModelConfig, detect: DetectConfig, batch: int, batch_timeout_s: float) -> None:
-        from streamer.compose import inference_plan
-        from streamer.models import configure, load_model
+    def __init__(self, cfg: PipelineConfig, batch: int, batch_timeout_s: float) -> None:
+        from streamer.compose import inference_plan, model_for, model_stages
         from streamer.runtime import configure_threads
-        from streamer.stages import InferStage, PostprocessStage, PreprocessStage
 
         configure_threads()
-        m = model_cfg
-        model = configure(load_model(m.name, backend=m.backend, device=m.device, threads=m.threads, half=m.half),
-                          task=m.task, labels=m.labels)
-        inference_plan(model, model_cfg, files=False)
+        model = model_for(cfg.model)
+        inference_plan(model, cfg.model, files=False)
         self.model = model
-        # The preprocess stage is opened only to settle the input size the model takes
-        # (its own size when fixed); the cameras letterbox with those settings.
-        self._pre = PreprocessStage(model, imgsz=model_cfg.imgsz, rect=model_cfg.rect)
-        self._infer = InferStage(model, batch_size=batch, batch_timeout_s=batch_timeout_s)
-        self._post = PostprocessStage(model, detect, anchors=model_cfg.anchors)
-        if model_cfg.anchors is not None:
-            self._pre.imgsz, self._pre.rect = model_cfg.anchors.input_hw, False
+        # The same stages as in-process. The preprocess stage is opened only to settle the
+        # input size the model takes (its own size when fixed); the cameras letterbox with
+        # those settings.
+        self._pre, self._infer, self._post = model_stages(cfg, model, batch=batch, batch_timeout_s=batch_timeout_s)
         for stage in (self._pre, self._infer, self._post):
             stage.open()
         self._queue: queue.Queue[_Pending] = queue.Queue()
@@ -231,20 +224,18 @@ class CameraWorker:
     one (counted), so the model never waits for the driver's round trip.
     """
 
-    def __init__(self, name: str, url: str, capture: CaptureConfig, tile_quality: int,
-                 tile_interval_s: float | None = 0.0) -> None:
+    def __init__(self, cfg: PipelineConfig, name: str, tile_interval_s: float | None = 0.0) -> None:
+        from streamer.compose import source_for
         from streamer.runtime import configure_threads
-        from streamer.sources import make_source
         from streamer.sources.live import LiveSource
 
         configure_threads()
-        source = make_source(url, policy=capture.policy(), transport=capture.transport, source_id=name,
-                             realtime=True, loop=capture.loop)
+        source = source_for(cfg, name, in_process=False)
         if not isinstance(source, LiveSource):
-            raise ConfigError(f"camera '{name}': {url} is not a live source")
+            raise ConfigError(f"camera '{name}': {(cfg.cameras or {})[name].url} is not a live source")
         self.name = name
         self.source = source
-        self.tile_quality = tile_quality
+        self.tile_quality = cfg.executor.tile_quality
         #: Seconds between JPEGs for the driver: 0 every frame (recordings, event snapshots),
         #: 1 / the dashboard's max_fps when only the dashboard shows them, None never.
         self.tile_interval_s = tile_interval_s

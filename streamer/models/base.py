@@ -6,6 +6,7 @@ import ast
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,11 @@ class Model(ABC):
     #: the preprocess stage then only computes the letterbox geometry.
     device_preprocess: bool = False
 
-    def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> object:
-        """Build the model's input batch from uint8 BGR frames (when ``device_preprocess``)."""
+    def prepare(self, images: list[np.ndarray], boxes: list[Letterbox]) -> Any:
+        """Build the model's input batch from uint8 BGR frames (when ``device_preprocess``).
+
+        The batch is whatever the model's own call takes (a tensor already on its device), so
+        it is typed as such here and handed to ``__call__`` as it is."""
         raise NotImplementedError
 
     def classify_input(self, crops: list[np.ndarray]) -> np.ndarray:

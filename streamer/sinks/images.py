@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import cv2
 
 from streamer.errors import SinkError
 from streamer.sinks.base import Sink
 from streamer.types import Result
+
+if TYPE_CHECKING:
+    from streamer.sources.base import Source
 
 
 class ImageFolderSink(Sink):
@@ -45,14 +48,23 @@ class ImageFolderSink(Sink):
 
 class ConsoleSink(Sink):
     """One line per image, in input order: ``[3/17] cat.jpg tabby (87.20%)`` for a classifier
-    (top-1, two decimals), ``[3/17] street.jpg: 2 person, 1 dog`` for a detector."""
+    (top-1, two decimals), ``[3/17] street.jpg: 2 person, 1 dog`` for a detector.
+
+    ``like`` is the source being read: its frame count, known once it is open (a pipeline
+    opens its file source before its sinks), replaces ``total`` when the sink opens.
+    """
 
     name = "console"
 
-    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int | None = None, stream: TextIO | None = None, *, like: Source | None = None) -> None:
         self.total = total
         self.stream = stream or sys.stdout
+        self.like = like
         self.count = 0
+
+    def open(self) -> None:
+        if self.like is not None:
+            self.total = self.like.total_frames
 
     def write(self, result: Result) -> None:
         self.count += 1

@@ -33,7 +33,7 @@ import collections
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +43,7 @@ from streamer.sinks.mqtt_client import MqttCounters, MqttPublisher
 from streamer.sinks.mqtt_discovery import CameraTopics, discovery_configs, topic_part
 from streamer.types import Result
 
-if TYPE_CHECKING:
-    from streamer.config import PipelineConfig
-    from streamer.sources.live import LiveSource
-
-__all__ = ["CameraTopics", "MqttCounters", "MqttSink", "mqtt_output", "watch_outputs"]
+__all__ = ["CameraTopics", "MqttCounters", "MqttSink"]
 
 
 class MqttSink(Sink):
@@ -181,39 +177,3 @@ class MqttSink(Sink):
         if c.last_error:
             text += f"; last error: {c.last_error}"
         return text
-
-
-def mqtt_output(cfg: PipelineConfig, source_ids: Sequence[str],
-                states: Callable[[], Mapping[str, str]] | None = None) -> MqttSink | None:
-    """The MQTT sink a pipeline file asks for (``mqtt:``), or None.
-
-    A monitor's cameras keep their names in topics; the one source of ``watch`` is called
-    ``mqtt.camera``. Put the sink before the event sink in the sink list: sinks close last
-    first, so the events' ends reach the queue before it is drained.
-    """
-    if cfg.mqtt is None:
-        return None
-    from streamer import __version__
-
-    cameras: dict[str, CameraTopics] = {}
-    for source_id in source_ids:
-        if cfg.cameras is not None and source_id in cfg.cameras:
-            cam = cfg.cameras[source_id]
-            cameras[source_id] = CameraTopics(source_id, tuple(s.name for s in cam.lines), tuple(s.name for s in cam.zones))
-        else:
-            cameras[source_id] = CameraTopics(cfg.mqtt.camera, tuple(s.name for s in cfg.lines),
-                                              tuple(s.name for s in cfg.zones))
-    return MqttSink(cfg.mqtt, cameras, cfg.events.track, min_confidence=cfg.events.min_confidence, states=states,
-                    version=__version__)
-
-
-def watch_outputs(cfg: PipelineConfig, source: LiveSource) -> list[Sink]:
-    """``watch``'s MQTT sink and the event sink that feeds it (the events as a monitor makes
-    them, from the ``events:`` section); nothing without ``mqtt:``."""
-    from streamer.monitor import event_sink  # the monitor imports this module
-
-    mqtt = mqtt_output(cfg, [source.source_id], lambda: {source.source_id: source.state})
-    if mqtt is None:
-        return []
-    events = event_sink(cfg, mqtt)
-    return [mqtt, events] if events is not None else [mqtt]

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Collection
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import cv2  # before av (streamer/__init__.py says why)
 
@@ -35,6 +35,9 @@ from streamer.sinks.audio import AudioCopy, NoAudio, video_start_s
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import check_writable
 from streamer.types import Frame, Result
+
+if TYPE_CHECKING:
+    from streamer.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,8 @@ class VideoSink(Sink):
     stop still finalizes what was processed. ``audio_from`` names the file whose first audio
     stream is carried over (see :mod:`streamer.sinks.audio`). A frame of another size than the
     first (a camera that came back at another resolution) is resized to the first size.
+    ``like`` is the file being annotated: the output takes its frame rate and its non-square
+    pixels, read when the sink opens (a pipeline opens its file source before its sinks).
 
     ``crf``: x264 quality, 0 (lossless) to 51, lower is better; ``preset``: x264 speed preset;
     ``threads``: encoder threads (0 lets FFmpeg decide; None: :func:`encoder_threads`).
@@ -205,6 +210,7 @@ class VideoSink(Sink):
         measure_fps: bool = False,
         *,
         clock: str | None = None,
+        like: Source | None = None,
         audio_from: str | os.PathLike[str] | None = None,
         crf: int = 23,
         preset: str = "superfast",
@@ -227,11 +233,12 @@ class VideoSink(Sink):
         self.format = FORMATS[suffix]
         self.fps = fps if fps and fps > 0 else 25.0
         self.clock = clock
+        self.like = like
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.crf, self.preset, self.threads = crf, preset, encoder_threads(threads)
         self.encoders = encoders
         #: Non-square pixels of the source (width over height), kept so the video displays at
-        #: its shape; set by the job from the file source before the first frame.
+        #: its shape; taken from ``like`` when the sink opens.
         self.sample_aspect: Fraction | None = None
         self.temp_path = self.path.with_name(self.path.name + ".part")
         self.codec: str | None = None
@@ -260,6 +267,10 @@ class VideoSink(Sink):
 
     def open(self) -> None:
         check_writable(self.path, "video")
+        if self.like is not None:
+            if self.like.fps:
+                self.fps = self.like.fps
+            self.sample_aspect = self.like.sample_aspect
 
     def _time_s(self, frame: Frame) -> float:
         if self.clock == "wall":

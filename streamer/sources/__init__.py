@@ -41,6 +41,10 @@ def make_source(
     max_fps: float | None = None,
     shed: bool = True,
     record: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    fourcc: str | None = None,
 ) -> Source:
     """Build (but do not open) the source named by ``spec``.
 
@@ -52,7 +56,8 @@ def make_source(
     ``StreamSource``. For live sources: ``max_fps`` caps how many frames a second are handed
     out (0: none), ``shed`` lets the source decode only what is taken (see
     ``streamer.sources.shedding``), ``record`` copies a stream's or replayed file's own
-    packets into that MP4.
+    packets into that MP4. ``width``, ``height``, ``fps`` and ``fourcc`` are the mode a webcam
+    is asked for (``CameraSource`` checks them); other sources have their own and ignore them.
     """
     spec = str(spec).strip()
     if not spec:
@@ -73,15 +78,16 @@ def make_source(
         if record is not None:
             raise SourceOpenError(f"webcam {spec}: a webcam sends no packets to copy; record it with the boxes drawn "
                                   "(record_boxes: true)")
-        return CameraSource(int(spec), source_id=source_id, policy=policy, max_fps=max_fps)
+        return CameraSource(int(spec), width=width, height=height, fps=fps, fourcc=fourcc, source_id=source_id,
+                            policy=policy, max_fps=max_fps)
     synthetic = _SYNTHETIC.match(spec)
     if synthetic:
-        w, h, fps = synthetic.groups()
+        w, h, rate = synthetic.groups()
         if record is not None:
             raise SourceOpenError(f"{spec}: a synthetic camera sends no packets to copy; record it with the boxes "
                                   "drawn (record_boxes: true)")
         return SyntheticSource(
-            width=int(w or 640), height=int(h or 480), fps=float(fps or 30), source_id=source_id or "synthetic",
+            width=int(w or 640), height=int(h or 480), fps=float(rate or 30), source_id=source_id or "synthetic",
             max_fps=max_fps,
         )
     if spec.startswith("synthetic"):

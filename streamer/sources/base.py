@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from fractions import Fraction
 
 from streamer.types import Frame
 
@@ -23,6 +24,8 @@ class Source(ABC):
     fps: float | None = None
     #: Number of frames the source expects to deliver, when known (files).
     total_frames: int | None = None
+    #: Width over height of one pixel when it is not square (a file's sample aspect ratio).
+    sample_aspect: Fraction | None = None
 
     @property
     def kind(self) -> str:
