@@ -35,7 +35,7 @@ from streamer.sinks.events import EventSink
 from streamer.sinks.mqtt import MqttSink
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
-from streamer.stats import LatencyHistogram, StageMeter, StageStats
+from streamer.stats import CameraStatus, LatencyHistogram, PipelineStats, Shedding, StageMeter, StageStats
 from streamer.types import Result
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,9 @@ class MonitorRun:
     the stats they add per camera, the status lines, and start and stop (the pipeline, then
     the dashboard).
 
-    A subclass sets ``cfg``, ``pipeline``, ``tracking`` and ``camera_stats``, and gives
-    ``stats()``. Stopping is graceful for ``STOP_GRACE_S``; a stage stuck past it is given
-    up on and the outputs that can be finalized are.
+    A subclass sets ``cfg``, ``pipeline``, ``tracking``, ``names`` and ``camera_stats``, and
+    gives ``camera_status()`` and ``stats()``. Stopping is graceful for ``STOP_GRACE_S``; a
+    stage stuck past it is given up on and the outputs that can be finalized are.
     """
 
     cfg: PipelineConfig
@@ -101,11 +101,22 @@ class MonitorRun:
     events: EventSink | None = None
     mqtt: MqttSink | None = None
     tracking: bool
+    names: list[str]
     camera_stats: CameraStats
     started_at: float
 
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def camera_status(self, name: str, pipeline: PipelineStats, now: float) -> CameraStatus:
+        """Camera ``name`` as this executor sees it (``pipeline``: its pipeline's stats now)."""
+        raise NotImplementedError
+
+    def camera_statuses(self) -> dict[str, CameraStatus]:
+        """Every camera's status, in the config's order."""
+        p = self.pipeline.stats()
+        now = time.monotonic()
+        return {name: self.camera_status(name, p, now) for name in self.names}
 
     def _make_dashboard(self, names: list[str]) -> None:
         """``hub`` and ``server`` when the config enables the dashboard."""
@@ -129,19 +140,19 @@ class MonitorRun:
 
     def status_lines(self) -> list[str]:
         """One console line per camera (with its node on Ray), then the model's."""
-        stats = self.stats()
         lines = []
-        for name, c in stats["cameras"].items():
-            where = f" on node {str(c['node'])[:12]}" if "node" in c else ""
+        for name, c in self.camera_statuses().items():
+            where = f" on node {str(c.placement.node)[:12]}" if c.placement is not None else ""
             shed = ""
-            if "decode_level" in c:
-                age = c.get("result_age_s")
-                shed = (f" | decode {c['decode_level']}: {c['decoded_fps']:.1f} decoded, {c['skipped_fps']:.1f} "
+            if c.shedding is not None:
+                d, age = c.shedding, c.shedding.result_age_s
+                shed = (f" | decode {d.decode_level}: {d.decoded_fps:.1f} decoded, {d.skipped_fps:.1f} "
                         f"skipped fps | newest result {'-' if age is None else f'{age:.1f} s'} old")
             lines.append(
-                f"{name}: {c['state']}{where} | {c['fps']:.1f} fps | latency p50 {c['latency_ms_p50']:.0f} ms "
-                f"p95 {c['latency_ms_p95']:.0f} ms | dropped {c['dropped']} | reconnects {c['reconnects']}{shed}"
+                f"{name}: {c.state}{where} | {c.fps:.1f} fps | latency p50 {c.latency_ms_p50:.0f} ms "
+                f"p95 {c.latency_ms_p95:.0f} ms | dropped {c.dropped} | reconnects {c.reconnects}{shed}"
             )
+        stats = self.stats()
         m = stats["model"]
         line = f"model: {m['batches']} batches, mean batch {m['batch_size_mean']:.2f}"
         if "inference_actors" in m:
@@ -188,7 +199,7 @@ class Monitor(MonitorRun):
             self.cameras[name] = source
         if not self.cameras:
             raise ConfigError("every camera is disabled")
-        names = list(self.cameras)
+        names = self.names = list(self.cameras)
         self.model = model_for(cfg.model)
         self.camera_outputs = outputs_for(cfg, names, copies=True)
         self._make_dashboard(names)
@@ -207,23 +218,20 @@ class Monitor(MonitorRun):
 
     # ------------------------------------------------------------------ stats
 
-    def shedding(self, name: str, now: float) -> dict[str, Any]:
-        """What camera ``name`` decodes and what the model takes of it: its decode level, the
-        frames a second decoded, inferred (results) and skipped (read but never seen by the
-        model: not decoded, or decoded and overtaken by a newer frame), its cap, and how old
-        its newest result's frame is."""
+    def shedding(self, name: str, now: float) -> Shedding:
+        """What camera ``name`` decodes and what the model takes of it (see :class:`Shedding`)."""
         camera = self.cameras[name]
         window = self.source.shed.windows[name]
         inferred = self.camera_stats.meters[name].fps(now)
         newest = self.camera_stats.newest.get(name)
-        return {
-            "decode_level": camera.decode.level,
-            "decoded_fps": round(window.decoded_fps, 2),
-            "inferred_fps": round(inferred, 2),
-            "skipped_fps": round(max(0.0, window.packet_fps - inferred), 2),
-            "max_fps": camera.max_fps,
-            "result_age_s": None if newest is None else round(now - newest, 3),
-        }
+        return Shedding(
+            decode_level=camera.decode.level,
+            decoded_fps=round(window.decoded_fps, 2),
+            inferred_fps=round(inferred, 2),
+            skipped_fps=round(max(0.0, window.packet_fps - inferred), 2),
+            max_fps=camera.max_fps,
+            result_age_s=None if newest is None else round(now - newest, 3),
+        )
 
     def camera_state(self, name: str) -> str:
         camera = self.cameras[name]
@@ -232,33 +240,34 @@ class Monitor(MonitorRun):
             return "down"
         return state
 
+    def camera_status(self, name: str, pipeline: PipelineStats, now: float) -> CameraStatus:
+        camera = self.cameras[name]
+        meter = self.camera_stats.meters[name]
+        p50, p95 = meter.percentiles()
+        size = camera.status().get("size")
+        return CameraStatus(
+            state=self.camera_state(name),
+            fps=round(meter.fps(), 2),
+            latency_ms_p50=round(p50, 1),
+            latency_ms_p95=round(p95, 1),
+            latency_histogram=self.camera_stats.latency[name].snapshot(),
+            dropped=int(camera.dropped + pipeline.dropped_by_source.get(name, 0)),
+            reconnects=camera.reconnects,
+            frames=meter.processed,
+            url=camera.describe(),
+            last_error=camera.last_error,
+            size=None if size is None else str(size),
+            shedding=self.shedding(name, now),
+            extras=self.camera_extras(name),
+        )
+
     def stats(self) -> dict[str, Any]:
         """The dashboard's stats (schema in ``streamer.sinks.dashboard``)."""
         p = self.pipeline.stats()
         infer = p.stage("infer")
         info = getattr(self.model, "info", None)
         now = time.monotonic()
-        cameras: dict[str, Any] = {}
-        for name, camera in self.cameras.items():
-            meter = self.camera_stats.meters[name]
-            p50, p95 = meter.percentiles()
-            status = camera.status()
-            queue_drops = p.dropped_by_source.get(name, 0)
-            cameras[name] = {
-                "state": self.camera_state(name),
-                "fps": round(meter.fps(), 2),
-                "latency_ms_p50": round(p50, 1),
-                "latency_ms_p95": round(p95, 1),
-                "latency_histogram": self.camera_stats.latency[name].snapshot(),
-                "dropped": int(camera.dropped + queue_drops),
-                "reconnects": camera.reconnects,
-                "frames": meter.processed,
-                "url": camera.describe(),
-                "last_error": status.get("last_error"),
-                "size": status.get("size"),
-                **self.shedding(name, now),
-            }
-            cameras[name].update(self.camera_extras(name))
+        cameras = {name: self.camera_status(name, p, now).record() for name in self.names}
         stages = {s.name: stage_record(s) for s in p}
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),

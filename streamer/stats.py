@@ -1,4 +1,4 @@
-"""Per-stage counters and timing percentiles."""
+"""Per-stage counters and timing percentiles, and the per-camera record of a monitor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import collections
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -193,3 +194,71 @@ class LatencyHistogram:
         with self._lock:
             counts, total = list(self._counts), self._sum_s
         return {"le": list(self.bounds_s), "counts": np.cumsum(counts).tolist(), "sum_s": total}
+
+
+@dataclass(frozen=True, slots=True)
+class Shedding:
+    """What a camera of the in-process monitor decodes and what the model takes of it.
+
+    ``decode_level``: its decode level (``streamer.sources.shedding``); frames a second
+    decoded, inferred (results) and skipped (read but never seen by the model: not decoded,
+    or decoded and overtaken by a newer frame); ``max_fps``: its cap (None: none);
+    ``result_age_s``: how old its newest result's frame is (None: no result yet).
+    """
+
+    decode_level: str
+    decoded_fps: float
+    inferred_fps: float
+    skipped_fps: float
+    max_fps: float | None
+    result_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a camera of the Ray monitor runs: its actor's node, and how often it restarted."""
+
+    node: str | None
+    node_ip: str | None
+    actor_restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """One camera as a monitor reports it, in-process or on Ray: what the dashboard's tiles,
+    ``/api/stats`` and ``/metrics`` show (:meth:`record`).
+
+    ``latency_histogram`` is :meth:`LatencyHistogram.snapshot`; ``url`` is already
+    password-masked; ``size`` is ``WIDTHxHEIGHT`` of the current stream. Each executor adds
+    what only it knows: ``shedding`` (in-process), ``placement`` (Ray). ``extras`` are the
+    tracks in view and the camera's line and zone counts, when it has them.
+    """
+
+    state: str
+    fps: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_histogram: dict[str, object]
+    dropped: int
+    reconnects: int
+    frames: int
+    url: str
+    last_error: str | None
+    size: str | None
+    shedding: Shedding | None = None
+    placement: Placement | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The camera's JSON object: every field flat, then the executor's own group and the
+        extras; a group the executor does not have is left out, not shown as nulls (people
+        script against these keys)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _GROUPS}
+        for group in (self.shedding, self.placement):
+            if group is not None:
+                out.update(asdict(group))
+        out.update(self.extras)
+        return out
+
+
+_GROUPS = ("shedding", "placement", "extras")

@@ -54,7 +54,7 @@ from streamer.sinks.base import Sink
 from streamer.sources.base import TIMEOUT, Source
 from streamer.sources.live import CONNECTING, ENDED, RECONNECTING
 from streamer.stages import RenderStage
-from streamer.stats import StageMeter
+from streamer.stats import CameraStatus, PipelineStats, Placement, StageMeter
 from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
@@ -448,38 +448,42 @@ class RayMonitor(MonitorRun):
 
     # ------------------------------------------------------------------ stats
 
+    def camera_status(self, name: str, pipeline: PipelineStats, now: float) -> CameraStatus:
+        """Camera ``name`` from what its actor last reported; it never waits on a remote call."""
+        src = self.source
+        state = src.cameras.get(name)
+        st = state.status if state is not None else {}
+        meter = self.camera_stats.meters[name]
+        p50, p95 = meter.percentiles()
+        return CameraStatus(
+            state=src.camera_state(name) if state is not None else CONNECTING,
+            fps=round(meter.fps(), 2),
+            latency_ms_p50=round(p50, 1),
+            latency_ms_p95=round(p95, 1),
+            latency_histogram=self.camera_stats.latency[name].snapshot(),
+            dropped=int(st.get("dropped") or 0) + int(pipeline.dropped_by_source.get(name, 0)),
+            reconnects=int(st.get("reconnects") or 0) + (state.restarts if state is not None else 0),
+            frames=meter.processed,
+            url=st.get("url") or name,
+            last_error=(state.unreachable if state is not None and state.unreachable else st.get("last_error")),
+            size=st.get("size"),
+            placement=Placement(
+                node=state.node if state is not None else None,
+                node_ip=state.node_ip if state is not None else None,
+                actor_restarts=state.restarts if state is not None else 0,
+            ),
+            extras=self.camera_extras(name),
+        )
+
     def stats(self) -> dict[str, Any]:
         """The dashboard's stats (schema in ``streamer.sinks.dashboard``), plus each camera's node.
 
         Reads only what the driver already holds: it never waits on a remote call.
         """
-        p = self.pipeline
         src = self.source
-        pipeline_stats = p.stats()
-        cameras: dict[str, Any] = {}
-        for name in self.names:
-            state = src.cameras.get(name)
-            st = state.status if state is not None else {}
-            meter = self.camera_stats.meters[name]
-            p50, p95 = meter.percentiles()
-            queue_drops = pipeline_stats.dropped_by_source.get(name, 0)
-            cameras[name] = {
-                "state": src.camera_state(name) if state is not None else CONNECTING,
-                "fps": round(meter.fps(), 2),
-                "latency_ms_p50": round(p50, 1),
-                "latency_ms_p95": round(p95, 1),
-                "latency_histogram": self.camera_stats.latency[name].snapshot(),
-                "dropped": int(st.get("dropped") or 0) + int(queue_drops),
-                "reconnects": int(st.get("reconnects") or 0) + (state.restarts if state is not None else 0),
-                "frames": meter.processed,
-                "url": st.get("url") or name,
-                "last_error": (state.unreachable if state is not None and state.unreachable else st.get("last_error")),
-                "size": st.get("size"),
-                "node": state.node if state is not None else None,
-                "node_ip": state.node_ip if state is not None else None,
-                "actor_restarts": state.restarts if state is not None else 0,
-            }
-            cameras[name].update(self.camera_extras(name))
+        pipeline_stats = self.pipeline.stats()
+        now = time.monotonic()
+        cameras = {name: self.camera_status(name, pipeline_stats, now).record() for name in self.names}
         stages: dict[str, Any] = {}
         for name in REMOTE_STAGES:
             s = src.meters[name].snapshot()
