@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -33,10 +33,14 @@ from streamer.pipeline import Pipeline
 from streamer.sinks.base import Sink
 from streamer.sinks.events import EventSink
 from streamer.sinks.mqtt import MqttSink
+from streamer.sources.base import Source
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
 from streamer.stats import CameraStatus, LatencyHistogram, PipelineStats, Shedding, StageMeter, StageStats
 from streamer.types import Result
+
+if TYPE_CHECKING:
+    from streamer.sinks.dashboard import DashboardHub, DashboardServer
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +93,22 @@ class MonitorRun:
     the stats they add per camera, the status lines, and start and stop (the pipeline, then
     the dashboard).
 
-    A subclass sets ``cfg``, ``pipeline``, ``tracking``, ``names`` and ``camera_stats``, and
-    gives ``camera_status()`` and ``stats()``. Stopping is graceful for ``STOP_GRACE_S``; a
-    stage stuck past it is given up on and the outputs that can be finalized are.
+    A subclass sets the attributes below without a default (``hub`` and ``server`` come from
+    :meth:`_make_dashboard`) and gives ``camera_status()`` and ``stats()``. Stopping is
+    graceful for ``STOP_GRACE_S``; a stage stuck past it is given up on and the outputs that
+    can be finalized are.
     """
 
     cfg: PipelineConfig
+    #: The cameras as one source, and the pipeline that reads it.
+    source: Source
     pipeline: Pipeline
-    server: Any = None
-    hub: Any = None
+    server: DashboardServer | None = None
+    hub: DashboardHub | None = None
     events: EventSink | None = None
     mqtt: MqttSink | None = None
+    #: Each camera's own JSONL and drawn recording, for the summary's "wrote" lines.
+    camera_outputs: list[Sink]
     tracking: bool
     names: list[str]
     camera_stats: CameraStats
@@ -211,7 +220,7 @@ class Monitor(MonitorRun):
             sinks.append(self.mqtt)  # before the events: closed after them, so their ends get out
         if self.events is not None:
             sinks.append(self.events)
-        self.source = MultiSource(self.cameras)
+        self.source: MultiSource = MultiSource(self.cameras)
         self.tracking = tracking(cfg) is not None
         self.pipeline: Pipeline = build_from_config(cfg, self.source, self.model, sinks=sinks, render=True)
         self.started_at = time.monotonic()
@@ -286,7 +295,7 @@ class Monitor(MonitorRun):
 
 
 
-def drive(monitor: Any, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,
+def drive(monitor: MonitorRun, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,
           headline: Callable[[RunSummary, float], str], extra: Callable[[], list[str]] = list) -> RunSummary:
     """Run a started-to-be monitor until it ends, a signal or ``duration_s``; its summary.
 

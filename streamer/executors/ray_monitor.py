@@ -434,7 +434,7 @@ class RayMonitor(MonitorRun):
         self.ray = ray
         self.names = names
         configure_threads()
-        self.source = RayCameras(ray, cfg, names)
+        self.source: RayCameras = RayCameras(ray, cfg, names)
         self.camera_outputs = outputs_for(cfg, names)
         self._make_dashboard(names)
         self.camera_stats = CameraStats(names, publish_pictures(self.hub) if self.hub is not None else None)
