@@ -103,13 +103,8 @@ class BoundedQueue(Generic[T]):
             if item is not END and len(self._items) >= self.maxsize:
                 if self.policy in (Policy.DROP_OLDEST, Policy.LATEST_PER_KEY):
                     self._drop_oldest_locked()
-                else:
-                    deadline = time.monotonic() + timeout
-                    while len(self._items) >= self.maxsize:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return False
-                        self._not_full.wait(remaining)
+                elif not self._wait_for_room_locked(timeout):
+                    return False
             self._items.append(item)
             self._not_empty.notify()
             return True
@@ -129,13 +124,16 @@ class BoundedQueue(Generic[T]):
         A live source waits here *before* it takes a frame, so the frame it then takes is
         the newest one, not one that aged in its hand while the queue was full."""
         with self._lock:
-            deadline = time.monotonic() + timeout
-            while len(self._items) >= self.maxsize:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._not_full.wait(remaining)
-            return True
+            return self._wait_for_room_locked(timeout)
+
+    def _wait_for_room_locked(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self._items) >= self.maxsize:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._not_full.wait(remaining)
+        return True
 
     def get(self, timeout: float) -> T:
         """Remove and return the oldest item; raise :class:`Empty` after ``timeout`` seconds."""

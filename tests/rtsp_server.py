@@ -119,24 +119,18 @@ class Clip:
     frames: list[Any] = field(default_factory=list)  # list[GLib.Bytes]
 
 
-def decode_clip(path: str, timeout_s: float = 60.0) -> Clip:
-    """Decode every frame of ``path`` to I420 as fast as possible (no clock sync).
-
-    Decoding up front keeps the served stream independent of file demuxing and EOS:
-    the appsrc simply loops over the list.
-    """
+def pull_samples(launch: str, path: str, what: str, timeout_s: float) -> tuple[Any, list[Any]]:
+    """Run ``launch`` (``filesrc name=file ! ... ! appsink name=sink``) over ``path`` as fast as
+    it goes (no clock sync); the first sample's caps and every buffer, in order."""
     if not os.path.isfile(path):
         raise RuntimeError(f"no such clip: {path}")
-    pipeline = Gst.parse_launch(
-        "filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 "
-        "! appsink name=sink sync=false max-buffers=0 drop=false"
-    )
+    pipeline = Gst.parse_launch(launch)
     pipeline.get_by_name("file").set_property("location", path)
     sink = pipeline.get_by_name("sink")
     bus = pipeline.get_bus()
     if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-        raise RuntimeError(f"cannot start decoding {path}")
-    frames: list[Any] = []
+        raise RuntimeError(f"cannot start {what} {path}")
+    buffers: list[Any] = []
     caps = None
     deadline = time.monotonic() + timeout_s
     try:
@@ -144,9 +138,9 @@ def decode_clip(path: str, timeout_s: float = 60.0) -> Clip:
             message = bus.pop_filtered(Gst.MessageType.ERROR)
             if message is not None:
                 error, debug = message.parse_error()
-                raise RuntimeError(f"decoding {path} failed: {error.message} ({debug})")
+                raise RuntimeError(f"{what} {path} failed: {error.message} ({debug})")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"decoding {path} took more than {timeout_s} s")
+                raise RuntimeError(f"{what} {path} took more than {timeout_s} s")
             sample = sink.try_pull_sample(100 * Gst.MSECOND)
             if sample is None:
                 if sink.is_eos():
@@ -154,10 +148,22 @@ def decode_clip(path: str, timeout_s: float = 60.0) -> Clip:
                 continue
             if caps is None:
                 caps = sample.get_caps()
-            buffer = sample.get_buffer()
-            frames.append(GLib.Bytes.new(buffer.extract_dup(0, buffer.get_size())))
+            buffers.append(sample.get_buffer())
     finally:
         pipeline.set_state(Gst.State.NULL)
+    return caps, buffers
+
+
+def decode_clip(path: str, timeout_s: float = 60.0) -> Clip:
+    """Decode every frame of ``path`` to I420 as fast as possible (no clock sync).
+
+    Decoding up front keeps the served stream independent of file demuxing and EOS:
+    the appsrc simply loops over the list.
+    """
+    caps, buffers = pull_samples(
+        "filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 "
+        "! appsink name=sink sync=false max-buffers=0 drop=false", path, "decoding", timeout_s)
+    frames = [GLib.Bytes.new(b.extract_dup(0, b.get_size())) for b in buffers]
     if caps is None or not frames:
         raise RuntimeError(f"{path} decoded to no frames")
     return _clip_from(path, caps, frames)
@@ -235,38 +241,12 @@ class CodedClip:
 
 def parse_coded_clip(path: str, timeout_s: float = 60.0) -> CodedClip:
     """Split ``path``'s H.264 into access units without decoding them."""
-    pipeline = Gst.parse_launch(
+    caps, buffers = pull_samples(
         "filesrc name=file ! qtdemux ! h264parse config-interval=-1 "
-        "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false max-buffers=0"
-    )
-    pipeline.get_by_name("file").set_property("location", path)
-    sink = pipeline.get_by_name("sink")
-    bus = pipeline.get_bus()
-    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-        raise RuntimeError(f"cannot start parsing {path}")
-    units: list[tuple[Any, bool]] = []
-    caps = None
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            message = bus.pop_filtered(Gst.MessageType.ERROR)
-            if message is not None:
-                error, debug = message.parse_error()
-                raise RuntimeError(f"parsing {path} failed: {error.message} ({debug})")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"parsing {path} took more than {timeout_s} s")
-            sample = sink.try_pull_sample(100 * Gst.MSECOND)
-            if sample is None:
-                if sink.is_eos():
-                    break
-                continue
-            if caps is None:
-                caps = sample.get_caps()
-            buffer = sample.get_buffer()
-            key = not buffer.has_flags(Gst.BufferFlags.DELTA_UNIT)
-            units.append((GLib.Bytes.new(buffer.extract_dup(0, buffer.get_size())), key))
-    finally:
-        pipeline.set_state(Gst.State.NULL)
+        "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false max-buffers=0",
+        path, "parsing", timeout_s)
+    units = [(GLib.Bytes.new(b.extract_dup(0, b.get_size())), not b.has_flags(Gst.BufferFlags.DELTA_UNIT))
+             for b in buffers]
     if caps is None or not units:
         raise RuntimeError(f"{path} has no H.264 access units")
     if not units[0][1]:
