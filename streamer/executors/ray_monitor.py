@@ -45,7 +45,7 @@ from streamer.compose import build_remote_from_config, events_for, outputs_for
 from streamer.config import PipelineConfig, tracking
 from streamer.errors import ConfigError
 from streamer.executors import ray_cluster
-from streamer.executors.ray_workers import CameraWorker, InferenceWorker, detections_from
+from streamer.executors.ray_workers import CameraWorker, Collected, InferenceInfo, InferenceWorker, detections_from
 from streamer.jobs import RunSummary
 from streamer.monitor import CameraStats, MonitorRun, drive, stage_record
 from streamer.pipeline import Stage
@@ -141,7 +141,7 @@ class InferenceSlot:
     generation: int
     node: str
     describe_ref: Any = None
-    info: dict[str, Any] | None = None
+    info: InferenceInfo | None = None
 
 
 class RayCameras(Source):
@@ -161,7 +161,7 @@ class RayCameras(Source):
         self.batches = 0.0  # sum over items of 1 / batch size = model calls
         self.items = 0
         self.inference_replaced = 0
-        self.model_info: dict[str, Any] | None = None
+        self.model_info: InferenceInfo | None = None
         self.nodes_used: set[str] = set()
         ex = cfg.executor
         self.call_timeout_s = ex.call_timeout_s
@@ -338,36 +338,36 @@ class RayCameras(Source):
         state.ref = None
         received = time.monotonic()
         try:
-            out = ray.get(ref, timeout=self.call_timeout_s)
+            out: Collected = ray.get(ref, timeout=self.call_timeout_s)
         except ray.exceptions.RayActorError as exc:
             self._lost(state, f"actor died: {type(exc).__name__}")
             return None
         except ray.exceptions.RayError as exc:
             self._lost(state, f"{type(exc).__name__}: {str(exc)[:200]}")
             return None
-        self._update(state, out.get("status") or {})
-        if out.get("infer_error"):
-            self._replace_inference(state.node, int(out.get("generation", 0)), out["infer_error"])
+        self._update(state, out.status or {})
+        if out.infer_error:
+            self._replace_inference(state.node, out.generation, out.infer_error)
             return None
-        if out.get("error"):
-            log.error("camera %s: %s", state.name, out["error"])
-        if "index" not in out:
+        if out.error:
+            log.error("camera %s: %s", state.name, out.error)
+        result = out.result
+        if result is None:
             return None  # status only: no new frame within the wait
         image = None
-        if out.get("jpeg") is not None:
+        if result.jpeg is not None:
             t0 = time.perf_counter()
-            image = cv2.imdecode(np.frombuffer(out["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR)
             self.meters["decode"].record((time.perf_counter() - t0) * 1000.0)
-        timings = out.get("timings_ms") or {}
         for stage in REMOTE_STAGES:
-            if stage in timings:
-                self.meters[stage].record(float(timings[stage]))
-        batch = int(out.get("batch") or 1)
+            if stage in result.timings_ms:
+                self.meters[stage].record(float(result.timings_ms[stage]))
+        batch = result.batch or 1
         self.items += 1
         self.batches += 1.0 / max(batch, 1)
-        captured_at = received - float(out.get("age_s", 0.0))
-        return RemoteFrame(state.name, int(out["index"]), image, None, captured_at,  # type: ignore[arg-type]
-                           detections=detections_from(out.get("detections")), names=tuple(out.get("names") or ()))
+        captured_at = received - result.age_s
+        return RemoteFrame(state.name, result.index, image, None, captured_at,  # type: ignore[arg-type]
+                           detections=detections_from(result.detections), names=tuple(result.names))
 
     def _update(self, state: CameraState, status: dict[str, Any]) -> None:
         pid, node = status.get("pid"), status.get("node")
@@ -492,16 +492,16 @@ class RayMonitor(MonitorRun):
         stages["preprocess"]["dropped"] = src.dropped
         for s in list(pipeline_stats)[1:]:
             stages[s.name] = stage_record(s)
-        info = src.model_info or {}
+        info = src.model_info
         batches = round(src.batches)
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "executor": "ray",
             "nodes": len(src.nodes_used),
             "model": {
-                "name": info.get("name", self.cfg.model.name),
-                "backend": info.get("backend", self.cfg.model.backend),
-                "device": info.get("device", self.cfg.model.device),
+                "name": info.name if info is not None else self.cfg.model.name,
+                "backend": info.backend if info is not None else self.cfg.model.backend,
+                "device": info.device if info is not None else self.cfg.model.device,
                 "batch_size_mean": round(src.items / src.batches, 3) if src.batches else 0.0,
                 "batches": batches,
                 "inference_actors": sum(len(v) for v in src.inference.values()),

@@ -45,6 +45,79 @@ def node_identity() -> dict[str, Any]:
     return {"node": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
 
 
+# ----------------------------------------------------------------------------- messages
+
+#: Detections as they cross between actors: (xyxy (N, 4) float32 in source pixels,
+#: confidence (N,) float32, class_id (N,) int32).
+DetectionArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class InferenceInfo:
+    """An inference actor's answer to ``describe``: how its cameras letterbox (``imgsz``,
+    ``rect``, ``stride``; with ``device_preprocess`` the model takes the whole frame and
+    letterboxes it on its device), the model's class names, what the driver shows about
+    the model, and the actor's node."""
+
+    imgsz: int | tuple[int, int]
+    rect: bool
+    stride: int
+    device_preprocess: bool
+    names: tuple[str, ...]
+    name: str
+    backend: str
+    device: str
+    node: str
+    node_ip: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Detected:
+    """An inference actor's answer for one camera frame: its detections, the size of the
+    batch it ran in and its share of the model call and of the decode, in ms. ``replaced``:
+    a newer frame of the same camera took its place in the batch (nothing else is set)."""
+
+    replaced: bool = False
+    detections: DetectionArrays | None = None
+    batch: int = 0
+    infer_ms: float = 0.0
+    post_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CameraResult:
+    """One frame's result as a camera actor hands it to the driver: the frame's index and
+    shape, its JPEG when an output needs the picture, the model's class names, the
+    detections and the batch they ran in, each remote stage's time in ms, and how long ago
+    the frame was captured when it was collected (the clocks of two machines do not agree,
+    so no capture time crosses)."""
+
+    index: int
+    shape: tuple[int, ...]
+    jpeg: bytes | None
+    names: tuple[str, ...]
+    timings_ms: dict[str, float]
+    detections: DetectionArrays | None
+    batch: int
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A camera actor's answer to ``collect``: its source's status (with its node and pid),
+    the inference generation it was asked about, its newest result not collected before
+    (None: no new frame within the wait), and what went wrong: the inference actor failed
+    (``infer_error``) or is not answering yet (``infer_wait``), or reading ended (``error``)."""
+
+    status: dict[str, Any]
+    generation: int
+    result: CameraResult | None = None
+    infer_error: str | None = None
+    infer_wait: str | None = None
+    error: str | None = None
+
+
 # ----------------------------------------------------------------------------- inference
 
 
@@ -88,18 +161,18 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="streamer-ray-batcher", daemon=True)
         self._thread.start()
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> InferenceInfo:
         """What the cameras need to letterbox, and what the driver shows about the model."""
         info = self.model.info
-        return {
-            "imgsz": self._pre.imgsz, "rect": self._pre.rect, "stride": info.stride,
-            "device_preprocess": bool(self.model.device_preprocess), "names": tuple(info.names),
-            "name": os.path.basename(str(info.path)), "backend": info.backend, "device": info.device,
-            **node_identity(),
-        }
+        assert self._pre.imgsz is not None  # settled when the stage opened
+        return InferenceInfo(
+            imgsz=self._pre.imgsz, rect=self._pre.rect, stride=info.stride,
+            device_preprocess=bool(self.model.device_preprocess), names=tuple(info.names),
+            name=os.path.basename(str(info.path)), backend=info.backend, device=info.device, **node_identity(),
+        )
 
     def infer(self, camera: str, resized: np.ndarray, letterbox: Letterbox, whole: bool,
-              timeout_s: float) -> dict[str, Any]:
+              timeout_s: float) -> Detected:
         """Detections of one camera frame (waits for its batch); raises after ``timeout_s``.
 
         ``resized``: the frame resized by the letterbox's scale, (h, w, 3) uint8 BGR, padded
@@ -128,12 +201,10 @@ class InferenceWorker:
         if pending.error is not None:
             raise pending.error
         if pending.replaced:
-            return {"replaced": True}
+            return Detected(replaced=True)
         det = pending.result.detections
-        return {
-            "detections": None if det is None else (det.xyxy, det.confidence, det.class_id),
-            "batch": pending.batch, "infer_ms": pending.infer_ms, "post_ms": pending.post_ms,
-        }
+        return Detected(detections=None if det is None else (det.xyxy, det.confidence, det.class_id),
+                        batch=pending.batch, infer_ms=pending.infer_ms, post_ms=pending.post_ms)
 
     def counts(self) -> dict[str, int]:
         return {"batches": self.batches, "items": self.items}
@@ -214,6 +285,19 @@ MAX_TRANSIT_S = 0.05
 # ----------------------------------------------------------------------------- cameras
 
 
+@dataclass
+class _InFlight:
+    """A frame of this camera at its inference actor: the call, and what goes back with its
+    result (its JPEG, the model's class names then, the local stages' times in ms)."""
+
+    ref: Any
+    frame: Frame
+    jpeg: bytes | None
+    names: tuple[str, ...]
+    timings_ms: dict[str, float]
+    sent: float
+
+
 class CameraWorker:
     """One camera: the existing live source (capture, reconnect, backoff) plus preprocess.
 
@@ -244,13 +328,14 @@ class CameraWorker:
         self.replaced = 0  # frames taken while the inference actor was not ready
         self.uncollected = 0  # results overtaken by a newer one before the driver collected them
         self._cond = threading.Condition()
-        self._outbox: dict[str, Any] | None = None
+        #: The newest result not yet collected, with its frame's capture time on this machine.
+        self._outbox: tuple[CameraResult, float] | None = None
         self._infer: Any = None
         self._generation = 0
         self._timeout_s = 10.0
         self._infer_error: str | None = None
         self._infer_wait: str | None = None
-        self._geometry: dict[str, Any] | None = None
+        self._geometry: InferenceInfo | None = None
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
         self._ended = False
         self._read_error: str | None = None
@@ -271,7 +356,7 @@ class CameraWorker:
             and self.source.reconnects > self.source.policy.max_reconnects)
         return s
 
-    def collect(self, infer: Any, generation: int, wait_s: float, timeout_s: float) -> dict[str, Any]:
+    def collect(self, infer: Any, generation: int, wait_s: float, timeout_s: float) -> Collected:
         """The newest result not yet collected (waits up to ``wait_s``), with the status.
 
         ``infer`` is the inference actor of this camera's node (None while the driver does
@@ -287,18 +372,13 @@ class CameraWorker:
             out, self._outbox = self._outbox, None
             infer_error, self._infer_error = self._infer_error, None
             infer_wait = self._infer_wait
-        result: dict[str, Any] = out if out is not None else {}
-        result.update(status=self.status(), generation=generation)
+        result = None
         if out is not None:
             # Clocks of different machines do not agree: the driver gets the frame's age.
-            result["age_s"] = time.monotonic() - result.pop("captured_at")
-        if infer_error:
-            result["infer_error"] = infer_error
-        if infer_wait and out is None:
-            result["infer_wait"] = infer_wait
-        if self._read_error:
-            result["error"] = self._read_error
-        return result
+            result = dataclasses.replace(out[0], age_s=time.monotonic() - out[1])
+        return Collected(status=self.status(), generation=generation, result=result, infer_error=infer_error or None,
+                         infer_wait=infer_wait if infer_wait and out is None else None,
+                         error=self._read_error or None)
 
     # ---------------------------------------------------------------- the loop
 
@@ -381,21 +461,20 @@ class CameraWorker:
         hw = (image.shape[0], image.shape[1])
         lb = self._letterboxes.get(hw)
         if lb is None:
-            lb = letterbox_params(hw, geometry["imgsz"], rect=geometry["rect"], stride=geometry["stride"])
+            lb = letterbox_params(hw, geometry.imgsz, rect=geometry.rect, stride=geometry.stride)
             self._letterboxes[hw] = lb
-        if geometry["device_preprocess"]:
+        if geometry.device_preprocess:
             resized = image
         else:
             size = (int(round(hw[1] * lb.scale)), int(round(hw[0] * lb.scale)))
             resized = image if size == (hw[1], hw[0]) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         return frame, lb, np.ascontiguousarray(resized), (time.perf_counter() - t0) * 1000.0
 
-    def _submit(self, infer: Any, generation: int, prepared: tuple[Frame, Letterbox, np.ndarray, float]
-                ) -> tuple[Any, dict[str, Any], float]:
+    def _submit(self, infer: Any, generation: int, prepared: tuple[Frame, Letterbox, np.ndarray, float]) -> _InFlight:
         frame, lb, resized, pre_ms = prepared
+        geometry = self._geometry
         t0 = time.perf_counter()
-        ref = infer.infer.remote(self.name, resized, lb, bool(self._geometry and self._geometry["device_preprocess"]),
-                                 self._timeout_s)
+        ref = infer.infer.remote(self.name, resized, lb, bool(geometry and geometry.device_preprocess), self._timeout_s)
         t1 = time.perf_counter()
         # The JPEG is made while the model runs: it costs no latency.
         jpeg = None
@@ -405,19 +484,15 @@ class CameraWorker:
             ok, buffer = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.tile_quality])
             jpeg = buffer.tobytes() if ok else None
         t2 = time.perf_counter()
-        meta = {
-            "index": frame.index, "captured_at": frame.captured_at, "shape": frame.image.shape,
-            "jpeg": jpeg, "names": (self._geometry or {}).get("names", ()),
-            "timings_ms": {"preprocess": pre_ms, "submit": (t1 - t0) * 1000.0, "tile": (t2 - t1) * 1000.0},
-        }
-        return ref, meta, time.monotonic()
+        return _InFlight(ref, frame, jpeg, geometry.names if geometry is not None else (),
+                         {"preprocess": pre_ms, "submit": (t1 - t0) * 1000.0, "tile": (t2 - t1) * 1000.0},
+                         time.monotonic())
 
-    def _deliver(self, pending: tuple[Any, dict[str, Any], float], generation: int) -> None:
+    def _deliver(self, pending: _InFlight, generation: int) -> None:
         import ray
 
-        ref, meta, sent = pending
         try:
-            detected = ray.get(ref, timeout=self._timeout_s)
+            detected: Detected = ray.get(pending.ref, timeout=self._timeout_s)
         except ray.exceptions.GetTimeoutError:
             self._infer_wait = f"no inference result within {self._timeout_s:g} s"
             return
@@ -427,16 +502,18 @@ class CameraWorker:
         except ray.exceptions.RayError as exc:
             log.warning("camera %s: inference failed: %s", self.name, exc)
             return
-        if detected.get("replaced"):
+        if detected.replaced:
             self.replaced += 1  # a newer frame of this camera took its place in the batch
             return
-        meta["timings_ms"].update(infer=detected["infer_ms"], postprocess=detected["post_ms"],
-                                  model_wait=(time.monotonic() - sent) * 1000.0)
-        meta.update(detections=detected["detections"], batch=detected["batch"])
+        frame = pending.frame
+        timings = {**pending.timings_ms, "infer": detected.infer_ms, "postprocess": detected.post_ms,
+                   "model_wait": (time.monotonic() - pending.sent) * 1000.0}
+        result = CameraResult(index=frame.index, shape=frame.image.shape, jpeg=pending.jpeg, names=pending.names,
+                              timings_ms=timings, detections=detected.detections, batch=detected.batch)
         with self._cond:
             if self._outbox is not None:
                 self.uncollected += 1
-            self._outbox = meta
+            self._outbox = (result, frame.captured_at)
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -445,7 +522,7 @@ class CameraWorker:
         self.source.close()
 
 
-def detections_from(arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Detections | None:
+def detections_from(arrays: DetectionArrays | None) -> Detections | None:
     """Writable Detections from the arrays an inference call returned (Ray's are read-only)."""
     if arrays is None:
         return None
