@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from streamer.config import ClassifyConfig, ModelConfig, PipelineConfig, tracking
-from streamer.defaults import QueueConfig, queue_for
+from streamer.defaults import queue_for
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
 from streamer.pipeline import Pipeline, Stage
@@ -253,13 +253,14 @@ def build_remote_from_config(cfg: PipelineConfig, source: Source, receive: Stage
                              render: type[RenderStage] = RenderStage) -> Pipeline:
     """The driver's pipeline of a monitor whose model runs elsewhere (the Ray executor): the
     frames come with their detections, which ``receive`` puts on the results, then the same
-    track, ``render`` and sink stages as :func:`build_from_config`, one slot per camera on
-    every edge (the newest frame of each camera wins)."""
+    track, ``render`` and sink stages as :func:`build_from_config`, with the cameras' row of
+    the queue table but never fed on demand: the model is not on these edges, and the newest
+    frame of each camera wins on every one of them."""
     geometry = geometry_for(cfg)
     stages: list[Stage] = [receive]
     track = tracking(cfg)
     if track is not None:
         stages.append(TrackStage(track, source, live=True, geometry=geometry))
     stages += [render(geometry=geometry), SinkStage(sinks)]
-    return Pipeline(source, stages, queue=QueueConfig(size=len(geometry), policy=Policy.LATEST_PER_KEY),
-                    stage_timeout_s=cfg.stage_timeout_s)
+    queue = queue_for("cameras", cameras=len(geometry), policy=Policy.LATEST_PER_KEY)
+    return Pipeline(source, stages, queue=queue, stage_timeout_s=cfg.stage_timeout_s)
