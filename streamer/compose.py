@@ -166,12 +166,12 @@ def inference_plan(model: Model, cfg: ModelConfig, files: bool, cameras: int = 0
     newest frame of every camera. ``model.batch``, ``model.workers`` and ``model.threads``
     override all of this.
     """
-    device = str(getattr(model, "device", "cpu"))
+    device = str(model.device)
     on_cpu = device == "cpu"
     workers = cfg.workers or (2 if (files or cameras) and on_cpu and (os.cpu_count() or 1) >= 2 else 1)
     batch = cfg.batch or (8 if files and device.startswith("cuda") else cameras if cameras and not on_cpu else 1)
-    if workers > 1 and cfg.threads is None and hasattr(model, "threads"):
-        model.threads = max(1, default_threads() // workers)  # type: ignore[attr-defined]
+    if workers > 1 and cfg.threads is None:
+        model.threads = max(1, default_threads() // workers)
     return batch, workers
 
 

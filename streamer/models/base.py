@@ -47,6 +47,11 @@ class Model(ABC):
     """
 
     info: ModelInfo
+    #: Where it runs (``cpu``, ``cuda:0``, ``mps``), known when it is built.
+    device: str = "cpu"
+    #: Intra-op threads of one call (None: the backend's default). A job may plan them
+    #: before ``open()`` (see ``streamer.compose.inference_plan``), never after.
+    threads: int | None = None
 
     @abstractmethod
     def open(self) -> None:
