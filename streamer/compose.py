@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from streamer.config import ClassifyConfig, ModelConfig, PipelineConfig, tracking
 from streamer.defaults import queue_for
+from streamer.errors import ConfigError
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
 from streamer.pipeline import Pipeline, Stage
@@ -50,6 +51,11 @@ def source_for(cfg: PipelineConfig, camera: str | None = None, *, live: bool = F
     recordings are drawn on the driver, so it gets neither.
     """
     cap = cfg.capture
+    if cap.decode == "nvdec":
+        # NvdecCapture exists and is tested, but no source hands its GPU frames on yet:
+        # asked for by name, it must not quietly decode on the CPU instead.
+        raise ConfigError("capture.decode: 'nvdec' is not used by the pipeline yet (sources decode on the CPU); "
+                          "use 'auto' or 'cpu'")
     policy = cap.policy()
     cam = None
     if camera is not None:

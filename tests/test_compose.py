@@ -80,3 +80,13 @@ def test_the_job_adds_its_own_parts(tmp_path: Path) -> None:
     render = next(s for s in p.stages if isinstance(s, RenderStage))
     assert render.status and render.extra_status is not None and render.extra_status() == ["x"]
     assert p.output is not None and [s.name for s in p.stages][-1] == "render"
+
+
+def test_nvdec_asked_for_by_name_is_refused_not_ignored() -> None:
+    from streamer.compose import source_for
+    from streamer.errors import ConfigError
+
+    cfg = from_dict({"source": "sample:bikes", "capture": {"decode": "nvdec"}})
+    with pytest.raises(ConfigError, match="capture.decode: 'nvdec' is not used by the pipeline yet"):
+        source_for(cfg)
+    assert source_for(from_dict({"source": "sample:bikes", "capture": {"decode": "auto"}})).kind == "file"
