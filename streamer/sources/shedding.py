@@ -28,9 +28,12 @@ only when the model has room for it: what is taken is what the model consumes. E
 ``tick_s`` the controller compares, per camera, what was decoded with what was taken:
 
 * the model waited for frames (the source found no camera with a frame for more than
-  ``starved_share`` of the time): one supply-limited camera (it hands over most of what it
-  decodes), the one that got least, goes one step up. One a tick, so that supply creeps up
-  to what the model takes instead of overshooting it: a model fed more than it can take
+  ``starved_share`` of the time, so at those moments every camera's slot was empty): the
+  camera that got least, and is not held at its cap, goes one step up. Frames left over
+  do not exclude a camera: cameras whose GOPs start together decode the first frames of
+  each GOP at the same moment and leave the model idle for the rest of it, and only a
+  longer decoding window fills that gap. One camera a tick, so that supply creeps up to
+  what the model takes instead of overshooting it: a model fed more than it can take
   leaves every camera's frame waiting in its slot, and the picture goes stale;
 * otherwise the model is saturated, and each camera is owed its fair share of what all
   took: the total shared equally, a capped camera taking no more than its cap and leaving
@@ -150,8 +153,6 @@ class ShedSettings:
     hold_s: float = 2.0
     #: The model is underfed when the source waited longer than this share of a tick.
     starved_share: float = 0.15
-    #: A camera is supply-limited when the model took at least this share of what it decoded.
-    supply_limited: float = 0.6
     #: Step down only while the step below still decodes this many times the camera's share.
     headroom: float = 1.5
     #: Step up a camera that got less than ``behind`` x its share while its level decodes
@@ -245,11 +246,10 @@ class ShedController:
         return True
 
     def _feed_the_model(self, ready: list[tuple[str, DecodeControl, _Window]], now: float) -> None:
-        """The model waited: one step up for the supply-limited camera that got least."""
-        s = self.settings
+        """The model waited: one step up for the camera that got least, unless its cap holds it."""
         candidates = [
             (w.taken_fps, c.step, name, c) for name, c, w in ready
-            if c.next_step(+1) is not None and (w.decoded_fps <= 0 or w.taken_fps >= s.supply_limited * w.decoded_fps)
+            if c.next_step(+1) is not None and (name not in self.caps or w.taken_fps < 0.9 * self.caps[name])
         ]
         if candidates:
             _, _, name, control = min(candidates, key=lambda t: (t[0], t[1]))

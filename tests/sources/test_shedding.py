@@ -165,7 +165,7 @@ def test_levels_go_down_while_the_model_is_saturated_and_hold_between_moves() ->
     assert "load shed before decoding" in (shed.summary() or "")
 
 
-def test_levels_go_up_while_the_model_waits_for_supply_limited_cameras() -> None:
+def test_levels_go_up_while_the_model_waits() -> None:
     shed, controls = controller(step=KEYFRAMES)
     t = shed._last_tick
     for second in range(1, 14):
@@ -220,9 +220,19 @@ def test_a_hungry_model_raises_one_camera_a_tick_the_one_that_got_least() -> Non
         "c0": "gop/8", "c1": "gop/8", "c2": "gop/8", "c3": "gop/8"}
 
 
-def test_a_camera_with_frames_left_over_is_not_raised_for_a_hungry_model() -> None:
-    """A capped camera hands over 2 of 30 decoded frames: raising it would feed nothing."""
+def test_cameras_in_step_with_frames_left_over_are_raised_for_a_hungry_model() -> None:
+    """GOPs that start together: each camera's 7 frames come at once and the model, which
+    takes one, waits for the rest of the GOP; a longer window is what feeds it."""
+    shed, controls = controller(n=2, step=STEPS.index("gop/4"))
+    t = shed._last_tick
+    feed(shed, controls, decoded=7, taken=1, waited_s=0.6, at=t + 1)
+    assert sorted(STEPS[c.step] for c in controls.values()) == ["gop/2", "gop/4"]
+
+
+def test_a_camera_held_at_its_cap_is_not_raised_for_a_hungry_model() -> None:
+    """A camera capped at 2 fps hands over its 2: raising it would feed nothing."""
     shed, controls = controller(n=1, step=STEPS.index("gop/4"))
+    shed.caps = {"c0": 2.0}
     t = shed._last_tick
     for second in range(1, 6):
         feed(shed, controls, decoded=7, taken=2, waited_s=0.5, at=t + second)
