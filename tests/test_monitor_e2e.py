@@ -106,17 +106,24 @@ def test_four_cameras_dashboard_reconnect_and_events(tmp_path: Path) -> None:
             browser.goto(base)
             browser.wait_for(f"document.body.dataset.ready === '1' && {PAINTED} && document.images.length === 4", 30)
             wait_until(lambda: browser.evaluate(STATES_JS) == dict.fromkeys(CAMERAS, "streaming"), 20, "4 live tiles")
-            time.sleep(1.0)
-            shot = cv2.imread(str(browser.screenshot(tmp_path / "four.png")))
             views = browser.evaluate(
                 "Array.from(document.querySelectorAll('.tile')).map(t => { const r = t.querySelector('.view')"
                 ".getBoundingClientRect(); return [t.dataset.camera, r.left, r.top, r.width, r.height]; })")
             assert [v[0] for v in views] == CAMERAS
             # Boxes are drawn: label backgrounds in class colours (raw bikes frames have < 10 such pixels).
-            for name, left, top, width, height in views:
-                region = shot[int(top):int(top + height), int(left):int(left + width)]
-                drawn = near_colour(region, class_colour(2)) + near_colour(region, class_colour(0))
-                assert drawn > 60, f"{name}: only {drawn} box-coloured pixels"
+            # A tile shows whichever frame came last, and some frames of the clips hold only a
+            # small object, so each tile gets a few screenshots a second apart to show its boxes.
+            drawn = dict.fromkeys(CAMERAS, 0)
+            for attempt in range(6):
+                time.sleep(1.0)
+                shot = cv2.imread(str(browser.screenshot(tmp_path / f"four-{attempt}.png")))
+                for name, left, top, width, height in views:
+                    region = shot[int(top):int(top + height), int(left):int(left + width)]
+                    seen = near_colour(region, class_colour(2)) + near_colour(region, class_colour(0))
+                    drawn[name] = max(drawn[name], seen)
+                if all(n > 60 for n in drawn.values()):
+                    break
+            assert all(n > 60 for n in drawn.values()), f"box-coloured pixels per tile: {drawn}"
 
             fourth.kill()
             wait_until(lambda: browser.evaluate(STATES_JS)["cam4"] in ("reconnecting", "stalled", "connecting"),
