@@ -40,7 +40,6 @@ class MultiSource(Source):
         self._names = list(cameras)
         #: When each camera's newest frame was taken (0: never), for least-recently-served order.
         self.served_at = dict.fromkeys(cameras, 0.0)
-        self.taken = dict.fromkeys(cameras, 0)
         self.shed = ShedController({name: camera.decode for name, camera in cameras.items()}, shedding,
                                    caps={name: c.max_fps for name, c in cameras.items() if c.max_fps is not None})
         self._event = threading.Event()
@@ -83,7 +82,6 @@ class MultiSource(Source):
                 frame = self.cameras[name].take()
                 if frame is not None:
                     self.served_at[name] = now
-                    self.taken[name] += 1
                     self.shed.taken(name)
                     return frame
                 continue
