@@ -127,9 +127,9 @@ def model_only_fps(model, x: np.ndarray, batch: int, workers: int, passes: int =
 
 def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
     """name -> (backend, batch, workers, threads): one call on every inference thread at batch 1
-    and 2, and what ``annotate`` runs by default on this machine (``jobs.inference_plan``)."""
+    and 2, and what ``annotate`` runs by default on this machine (``compose.inference_plan``)."""
     from streamer.config import ModelConfig
-    from streamer.jobs import inference_plan
+    from streamer.compose import inference_plan
     model = load_model("yolo11n", device="cpu")
     batch, workers = inference_plan(model, ModelConfig(), files=True)
     threads = default_threads()

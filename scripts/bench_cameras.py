@@ -76,9 +76,9 @@ def config(way: str, urls: list[str]) -> dict[str, Any]:
 def measure(way: str, urls: list[str], warmup_s: float, seconds: float) -> dict[str, Any]:
     """One child's run: the monitor built from ``config``, measured after the warm-up."""
     from streamer.config import from_dict
-    from streamer.monitor import Monitor
+    from streamer.compose import monitor as build_monitor
 
-    monitor = Monitor(from_dict(config(way, urls)))
+    monitor = build_monitor(from_dict(config(way, urls)))
     stats = monitor.camera_stats
     latencies: list[float] = []
     counts = dict.fromkeys(monitor.cameras, 0)

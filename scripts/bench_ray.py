@@ -61,18 +61,18 @@ def measure(monitor: Any, warmup_s: float, seconds: float) -> tuple[float, dict[
 
 
 def local_round(clip: str, warmup_s: float, seconds: float) -> tuple[float, dict[str, Any]]:
-    from streamer.monitor import Monitor
+    from streamer.compose import monitor
 
-    return measure(Monitor(config(clip, "local")), warmup_s, seconds)
+    return measure(monitor(config(clip, "local")), warmup_s, seconds)
 
 
 def ray_round(clip: str, warmup_s: float, seconds: float) -> tuple[float, dict[str, Any]]:
     from streamer.executors import ray_cluster
-    from streamer.executors.ray_monitor import RayMonitor
+    from streamer.compose import ray_monitor
 
     cfg = config(clip, "ray")
     with ray_cluster.connected(cfg.executor) as ray:
-        return measure(RayMonitor(cfg, ray), warmup_s, seconds)
+        return measure(ray_monitor(cfg, ray), warmup_s, seconds)
 
 
 def spread(values: list[float]) -> str:

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import os, sys, time
 launched = float(os.environ["BENCH_LAUNCHED"])
-import streamer.jobs as jobs
-_write = jobs.CountingSink.write
+from streamer.sinks.counting import CountingSink
+_write = CountingSink.write
 def write(self, result):
     if self.frames == 0:
         sys.stderr.write(f"BENCH first_result_s={time.time() - launched:.3f}\n")
@@ -48,7 +48,7 @@ def write(self, result):
             sys.stderr.flush()
             os._exit(0)
     _write(self, result)
-jobs.CountingSink.write = write
+CountingSink.write = write
 from streamer.cli import main
 code = main(sys.argv[1:])
 sys.stderr.write(f"BENCH torch={'torch' in sys.modules}\n")

@@ -187,7 +187,7 @@ def bench_e2e(rounds: int, tmp: Path, clip: Path) -> None:
 
     from streamer.api import build_pipeline
     from streamer.config import ModelConfig
-    from streamer.jobs import inference_plan
+    from streamer.compose import inference_plan
     from streamer.models import load_model
     from streamer.sinks.jsonl import JsonlSink
     from streamer.sources.file import VideoFileSource

@@ -238,17 +238,13 @@ def _watch_config(args: argparse.Namespace) -> Any:
 
 
 def _run_job(cfg: Any, show_progress: bool = True) -> int:
-    from streamer.jobs import run_annotate, run_watch
+    from streamer.jobs import run_annotate, run_monitor, run_monitor_ray, run_watch
 
     if cfg.job == "watch":
         summary = run_watch(cfg)
     elif cfg.job == "monitor" and cfg.executor.kind == "ray":
-        from streamer.executors.ray_monitor import run_monitor_ray
-
         summary = run_monitor_ray(cfg)
     elif cfg.job == "monitor":
-        from streamer.monitor import run_monitor
-
         summary = run_monitor(cfg)
     elif cfg.executor.kind == "ray":
         from streamer.executors.files import FileJob, output_name

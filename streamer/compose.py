@@ -1,38 +1,60 @@
-"""A validated pipeline configuration turned into its parts: the one place that reads it.
+"""The composition root: a validated pipeline configuration turned into a job's parts.
 
-Below the CLI, a :class:`~streamer.config.PipelineConfig` is read here and nowhere else. Every
-job (annotate, watch, the in-process monitor, the Ray monitor's driver and actors) asks for
-its source (:func:`source_for`), its model (:func:`model_for`) and its pipeline
-(:func:`build_from_config`), then adds only what is its own (sinks, a window, a dashboard)
-and runs it. Each part is built from its own section and finished by its constructor, so a
-setting added to a section is threaded through one function, not through every job.
+Below the CLI, a :class:`~streamer.config.PipelineConfig` is read here and nowhere else. A job
+entry (:mod:`streamer.jobs`) asks for its whole job in one call (:func:`annotate`,
+:func:`watch`, :func:`monitor`, :func:`ray_monitor`) and hands it to an executor
+(:mod:`streamer.executors.local`) that only runs it. Each part is built from its own section
+by one function here (:func:`source_for`, :func:`model_for`, :func:`outputs_for`,
+:func:`events_for`, :func:`mqtt_for`, :func:`build_from_config`) and finished by its
+constructor, so a setting added to a section is threaded through one function, not through
+every job. The Ray workers build their halves with the same functions.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from streamer.config import ClassifyConfig, ModelConfig, PipelineConfig, tracking
+from streamer.config import ClassifyConfig, DashboardConfig, ModelConfig, OutputConfig, PipelineConfig, tracking
 from streamer.defaults import queue_for
 from streamer.errors import ConfigError
+from streamer.executors.local import Live, Recorded
 from streamer.models import Model, configure, load_model
 from streamer.models.base import default_threads
+from streamer.monitor import CameraStats, Monitor
+from streamer.paths import same_file
 from streamer.pipeline import Pipeline, Stage
 from streamer.queues import Policy
 from streamer.runtime import configure_threads
 from streamer.sinks.base import ForSource, Sink
+from streamer.sinks.counting import CountingSink
+from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
-from streamer.sources import make_source
+from streamer.sinks.window import OverlayWindow, check_display
+from streamer.sources import make_source, source_path
 from streamer.sources.base import Source
-from streamer.stages import ClassifyStage, InferStage, PostprocessStage, PreprocessStage, RenderStage, SinkStage, TrackStage
+from streamer.sources.file import ImageSource
+from streamer.sources.live import LiveSource
+from streamer.sources.multi import MultiSource
+from streamer.stages import (
+    ClassifyStage,
+    InferStage,
+    PostprocessStage,
+    PreprocessStage,
+    RenderStage,
+    SinkStage,
+    TrackStage,
+)
 
 if TYPE_CHECKING:
+    from streamer.executors.ray_monitor import RayMonitor
+    from streamer.sinks.dashboard import DashboardHub, DashboardServer
     from streamer.sinks.events import EventSink
     from streamer.sinks.mqtt import MqttSink
-    from streamer.sources.live import LiveSource
     from streamer.stages import Geometry
 
 
@@ -270,3 +292,162 @@ def build_remote_from_config(cfg: PipelineConfig, source: Source, receive: Stage
     stages += [render(geometry=geometry), SinkStage(sinks)]
     queue = queue_for("cameras", cameras=len(geometry), policy=Policy.LATEST_PER_KEY)
     return Pipeline(source, stages, queue=queue, stage_timeout_s=cfg.stage_timeout_s)
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+def annotate(cfg: PipelineConfig) -> Recorded:
+    """annotate's job: every frame of the recorded ``source`` into the ``output:`` files
+    (a video with the input's sound, or drawn images for a folder of images, and JSONL)."""
+    check_outputs(cfg)
+    source = source_for(cfg)
+    model = model_for(cfg.model)
+    outputs = recorded_outputs(cfg.output, source, audio=source_path(cfg.source))
+    counter = CountingSink()
+    images = isinstance(source, ImageSource)
+    # One line per image says what it is; a progress bar would only repeat that.
+    console: list[Sink] = [ConsoleSink(like=source)] if images else []
+    pipeline = build_from_config(cfg, source, model, sinks=[*outputs, counter, *console])
+    return Recorded(pipeline, model, counter, outputs, progress=not images)
+
+
+def watch(cfg: PipelineConfig) -> Live:
+    """watch's job: the newest frames of the live ``source`` into the overlay window and the
+    ``output:`` recording and JSONL, with MQTT and its events when ``mqtt:`` is set."""
+    check_outputs(cfg)
+    window = OverlayWindow(title=f"streamer - {cfg.source}", snapshot_dir=cfg.output.snapshots) if cfg.output.window else None
+    if window is not None:
+        check_display()  # before loading anything: say it at once
+    source = source_for(cfg, live=True)
+    if not isinstance(source, LiveSource):
+        raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
+    model = model_for(cfg.model)
+    outputs = live_outputs(cfg.output)
+    counter = CountingSink()
+    announced = watch_outputs_for(cfg, source)
+
+    def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
+        return [f"dropped {pipeline.dropped + source.dropped}"]
+
+    pipeline = build_from_config(cfg, source, model, sinks=[*outputs, counter, *announced],
+                                 render=window is not None or bool(cfg.output.video), render_status=True,
+                                 extra_status=dropped_line, output=window is not None)
+    return Live(pipeline, model, counter, [*outputs, *announced], window, cfg.output.status_interval_s)
+
+
+def monitor(cfg: PipelineConfig) -> Monitor:
+    """The in-process monitor: every enabled camera read on demand by one model, each
+    camera's own outputs, the dashboard, MQTT and the events the config asks for."""
+    cameras = cameras_for(cfg)
+    names = list(cameras)
+    model = model_for(cfg.model)
+    source = MultiSource(cameras)
+    camera_outputs = outputs_for(cfg, names, copies=True)
+    # The dashboard and MQTT ask the monitor built last for its stats and camera states.
+    hub, server = dashboard_for(cfg.dashboard, names, lambda: run.stats())
+    camera_stats = CameraStats(names, hub.publish if hub is not None else None)
+    mqtt = mqtt_for(cfg, names, lambda: {name: run.camera_state(name) for name in names})
+    events = events_for(cfg, mqtt)
+    # MQTT before the events: closed after them, so their ends get out.
+    sinks = [camera_stats, *camera_outputs, *(s for s in (mqtt, events) if s is not None)]
+    pipeline = build_from_config(cfg, source, model, sinks=sinks, render=True)
+    run = Monitor(cameras, model, names=names, source=source, pipeline=pipeline, camera_stats=camera_stats,
+                  camera_outputs=camera_outputs, events=events, mqtt=mqtt, hub=hub, server=server,
+                  tracking=tracking(cfg) is not None, model_cfg=cfg.model)
+    return run
+
+
+def ray_monitor(cfg: PipelineConfig, ray: ModuleType) -> RayMonitor:
+    """The monitor's driver on a Ray cluster: the cameras and the model run as actors
+    (:mod:`streamer.executors.ray_workers`, built there by the functions above); here, the
+    same outputs, dashboard, events and track and render stages as in-process."""
+    # Imported when a Ray monitor is built: the Ray executor is an optional extra.
+    from streamer.executors.ray_monitor import RayCameras, RayMonitor, ReceiveStage, TileRenderStage, publish_pictures
+
+    names = enabled_cameras(cfg)
+    configure_threads()
+    source = RayCameras(ray, cfg, names)
+    camera_outputs = outputs_for(cfg, names)
+    hub, server = dashboard_for(cfg.dashboard, names, lambda: run.stats())
+    camera_stats = CameraStats(names, publish_pictures(hub) if hub is not None else None)
+    events = events_for(cfg)
+    sinks = [camera_stats, *camera_outputs, *([events] if events is not None else [])]
+    pipeline = build_remote_from_config(cfg, source, ReceiveStage(), sinks=sinks, render=TileRenderStage)
+    run = RayMonitor(ray, names=names, source=source, pipeline=pipeline, camera_stats=camera_stats,
+                     camera_outputs=camera_outputs, events=events, hub=hub, server=server,
+                     tracking=tracking(cfg) is not None, model_cfg=cfg.model)
+    return run
+
+
+# ---------------------------------------------------------------------------- parts of jobs
+
+
+def check_outputs(cfg: PipelineConfig) -> None:
+    """Refuse outputs that would overwrite the input, or each other."""
+    src = source_path(cfg.source)
+    outputs = [p for p in (cfg.output.video, cfg.output.jsonl) if p]
+    if src is not None:
+        for out in outputs:
+            if same_file(Path(out), src):
+                raise ConfigError(f"{out}: output path is the same as the input {cfg.source}; choose another output")
+    if cfg.output.video and cfg.output.jsonl and same_file(Path(cfg.output.video), Path(cfg.output.jsonl)):
+        raise ConfigError(f"{cfg.output.video}: the video and JSONL outputs must be different files")
+
+
+def recorded_outputs(cfg: OutputConfig, source: Source, audio: Path | None) -> list[Sink]:
+    """annotate's files: the drawn video (at the source's rate and shape, with the sound of
+    ``audio`` when it is a file) or, for a folder of images, drawn images; and the JSONL."""
+    images = isinstance(source, ImageSource)
+    outputs: list[Sink] = []
+    if cfg.video and not images:
+        outputs.append(VideoSink(cfg.video, like=source, audio_from=str(audio) if audio is not None and audio.is_file()
+                                 else None, **cfg.video_options()))
+    if images and cfg.images:
+        outputs.append(ImageFolderSink(cfg.images))
+    if cfg.jsonl:
+        outputs.append(JsonlSink(cfg.jsonl))
+    return outputs
+
+
+def live_outputs(cfg: OutputConfig) -> list[Sink]:
+    """watch's files: the recording (at the rate the frames arrive) and the JSONL."""
+    outputs: list[Sink] = []
+    if cfg.video:
+        outputs.append(VideoSink(cfg.video, fps=None, measure_fps=True, **cfg.video_options()))
+    if cfg.jsonl:
+        outputs.append(JsonlSink(cfg.jsonl))
+    return outputs
+
+
+def enabled_cameras(cfg: PipelineConfig) -> list[str]:
+    """The names of the cameras a monitor reads, in the config's order."""
+    if not cfg.cameras:
+        raise ConfigError("a monitor pipeline needs cameras")
+    names = [name for name, cam in cfg.cameras.items() if cam.enabled]
+    if not names:
+        raise ConfigError("every camera is disabled")
+    return names
+
+
+def cameras_for(cfg: PipelineConfig) -> dict[str, LiveSource]:
+    """Each enabled camera's source, by name (not opened yet)."""
+    cameras: dict[str, LiveSource] = {}
+    for name in enabled_cameras(cfg):
+        source = source_for(cfg, name)
+        if not isinstance(source, LiveSource):
+            raise ConfigError(f"camera '{name}': {(cfg.cameras or {})[name].url} is not a live source (a URL, a webcam "
+                              "index, synthetic, or a video file)")
+        cameras[name] = source
+    return cameras
+
+
+def dashboard_for(cfg: DashboardConfig, names: Sequence[str],
+                  stats: Callable[[], Mapping[str, Any]]) -> tuple[DashboardHub | None, DashboardServer | None]:
+    """The dashboard's hub and web server when the ``dashboard:`` section enables it."""
+    if not cfg.enabled:
+        return None, None
+    from streamer.sinks.dashboard import DashboardHub, DashboardServer  # the web server: only when asked for
+
+    hub = DashboardHub(list(names), stats, max_fps=cfg.max_fps)
+    return hub, DashboardServer(hub, host=cfg.host, port=cfg.port, token=cfg.token)

@@ -1,38 +1,36 @@
-"""Camera monitoring: many live cameras in one process, one batched model call per round.
+"""Camera monitoring: many live cameras in one process, the model fed on demand.
 
 ::
 
-    camera threads (one per camera, newest-frame slot each)
-            │  MultiSource: round robin over the slots
+    camera threads (one per camera, newest-frame slot each, decode level set by the
+            │       fair-share controller)
+            │  MultiSource: the least recently served camera with a frame
             ▼
-    preprocess ─▶ infer (batch: the newest frame of every camera that has one within
-            │             batch_timeout_ms, one forward) ─▶ postprocess ─▶ render
+    preprocess ─▶ infer ─▶ postprocess ─▶ [track] ─▶ render
             ▼
-    sinks: per-camera stats + dashboard frames, events, per-camera JSONL / recordings
+    sinks: per-camera stats + dashboard frames, events, MQTT, per-camera JSONL / recordings
 
-Every edge is a ``LATEST_PER_KEY`` queue with one slot per camera: a camera that is down
-or slow never delays the others, and one busy camera never pushes another's frame out.
+The parts are built by :func:`streamer.compose.monitor` and given to :class:`Monitor`'s
+constructor; :func:`streamer.executors.local.drive` runs it. The edges up to the model hold
+one frame, then one batch (see ``QueueConfig.feed``), so what a camera hands over is what the
+model takes and a camera that is down or slow never delays the others.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamer.compose import build_from_config, events_for, model_for, mqtt_for, outputs_for, source_for
-from streamer.config import PipelineConfig, tracking
-from streamer.errors import ConfigError
-from streamer.jobs import STOP_GRACE_S, RunSummary, StopOnSignal, sink_failure_lines, written_lines
+from streamer.config import ModelConfig
+from streamer.executors.local import STOP_GRACE_S
+from streamer.models import Model
 from streamer.pipeline import Pipeline
 from streamer.sinks.base import Sink
-from streamer.sinks.events import EventSink
-from streamer.sinks.mqtt import MqttSink
 from streamer.sources.base import Source
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
@@ -41,6 +39,8 @@ from streamer.types import Result
 
 if TYPE_CHECKING:
     from streamer.sinks.dashboard import DashboardHub, DashboardServer
+    from streamer.sinks.events import EventSink
+    from streamer.sinks.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -89,30 +89,34 @@ def stage_record(s: StageStats) -> dict[str, Any]:
 
 
 class MonitorRun:
-    """What the in-process and the Ray monitor share: the dashboard built from the config,
-    the stats they add per camera, the status lines, and start and stop (the pipeline, then
-    the dashboard).
+    """What the in-process and the Ray monitor share: the parts :mod:`streamer.compose` built
+    for them, the stats they add per camera, the status lines, and start and stop (the
+    pipeline, then the dashboard).
 
-    A subclass sets the attributes below without a default (``hub`` and ``server`` come from
-    :meth:`_make_dashboard`) and gives ``camera_status()`` and ``stats()``. Stopping is
-    graceful for ``STOP_GRACE_S``; a stage stuck past it is given up on and the outputs that
-    can be finalized are.
+    A subclass gives ``camera_status()`` and ``stats()``. Stopping is graceful for
+    ``STOP_GRACE_S``; a stage stuck past it is given up on and the outputs that can be
+    finalized are.
     """
 
-    cfg: PipelineConfig
-    #: The cameras as one source, and the pipeline that reads it.
-    source: Source
-    pipeline: Pipeline
-    server: DashboardServer | None = None
-    hub: DashboardHub | None = None
-    events: EventSink | None = None
-    mqtt: MqttSink | None = None
-    #: Each camera's own JSONL and drawn recording, for the summary's "wrote" lines.
-    camera_outputs: list[Sink]
-    tracking: bool
-    names: list[str]
-    camera_stats: CameraStats
-    started_at: float
+    def __init__(self, *, names: list[str], source: Source, pipeline: Pipeline, camera_stats: CameraStats,
+                 camera_outputs: list[Sink], model_cfg: ModelConfig, tracking: bool, events: EventSink | None = None,
+                 mqtt: MqttSink | None = None, hub: DashboardHub | None = None,
+                 server: DashboardServer | None = None) -> None:
+        self.names = names
+        #: The cameras as one source, and the pipeline that reads it.
+        self.source = source
+        self.pipeline = pipeline
+        self.camera_stats = camera_stats
+        #: Each camera's own JSONL and drawn recording, for the summary's "wrote" lines.
+        self.camera_outputs = camera_outputs
+        #: The ``model:`` section, for the stats until the model says what it is.
+        self.model_cfg = model_cfg
+        self.tracking = tracking
+        self.events = events
+        self.mqtt = mqtt
+        self.hub = hub
+        self.server = server
+        self.started_at = time.monotonic()
 
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -126,16 +130,6 @@ class MonitorRun:
         p = self.pipeline.stats()
         now = time.monotonic()
         return {name: self.camera_status(name, p, now) for name in self.names}
-
-    def _make_dashboard(self, names: list[str]) -> None:
-        """``hub`` and ``server`` when the config enables the dashboard."""
-        cfg = self.cfg
-        if cfg.dashboard.enabled:
-            from streamer.sinks.dashboard import DashboardHub, DashboardServer
-
-            self.hub = DashboardHub(names, self.stats, max_fps=cfg.dashboard.max_fps)
-            self.server = DashboardServer(self.hub, host=cfg.dashboard.host, port=cfg.dashboard.port,
-                                          token=cfg.dashboard.token)
 
     def camera_extras(self, name: str) -> dict[str, Any]:
         """Tracks in view and line and zone counts for camera ``name``'s stats."""
@@ -191,39 +185,13 @@ class MonitorRun:
 
 
 class Monitor(MonitorRun):
-    """Builds and runs a monitoring pipeline from a config; exposes its stats."""
+    """The in-process monitor: its cameras read on demand by one model; exposes their stats."""
 
-    def __init__(self, cfg: PipelineConfig) -> None:
-        if not cfg.cameras:
-            raise ConfigError("a monitor pipeline needs cameras")
-        self.cfg = cfg
-        self.cameras: dict[str, LiveSource] = {}
-        for name, cam in cfg.cameras.items():
-            if not cam.enabled:
-                continue
-            source = source_for(cfg, name)
-            if not isinstance(source, LiveSource):
-                raise ConfigError(f"camera '{name}': {cam.url} is not a live source (a URL, a webcam index, "
-                                  "synthetic, or a video file)")
-            self.cameras[name] = source
-        if not self.cameras:
-            raise ConfigError("every camera is disabled")
-        names = self.names = list(self.cameras)
-        self.model = model_for(cfg.model)
-        self.camera_outputs = outputs_for(cfg, names, copies=True)
-        self._make_dashboard(names)
-        self.camera_stats = CameraStats(names, self.hub.publish if self.hub is not None else None)
-        self.mqtt = mqtt_for(cfg, names, lambda: {name: self.camera_state(name) for name in self.cameras})
-        self.events = events_for(cfg, self.mqtt)
-        sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
-        if self.mqtt is not None:
-            sinks.append(self.mqtt)  # before the events: closed after them, so their ends get out
-        if self.events is not None:
-            sinks.append(self.events)
-        self.source: MultiSource = MultiSource(self.cameras)
-        self.tracking = tracking(cfg) is not None
-        self.pipeline: Pipeline = build_from_config(cfg, self.source, self.model, sinks=sinks, render=True)
-        self.started_at = time.monotonic()
+    def __init__(self, cameras: dict[str, LiveSource], model: Model, *, source: MultiSource, **parts: Any) -> None:
+        super().__init__(source=source, **parts)
+        self.cameras = cameras
+        self.model = model
+        self.source: MultiSource = source
 
     # ------------------------------------------------------------------ stats
 
@@ -281,9 +249,9 @@ class Monitor(MonitorRun):
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "model": {
-                "name": Path(info.path).name if info else self.cfg.model.name,
-                "backend": info.backend if info else self.cfg.model.backend,
-                "device": info.device if info else self.cfg.model.device,
+                "name": Path(info.path).name if info else self.model_cfg.name,
+                "backend": info.backend if info else self.model_cfg.backend,
+                "device": info.device if info else self.model_cfg.device,
                 "batch_size_mean": round(infer.mean_batch, 3) if infer is not None else 0.0,
                 "batches": infer.batches if infer is not None else 0,
             },
@@ -292,59 +260,3 @@ class Monitor(MonitorRun):
             "events": self.events.recent(20) if self.events is not None else [],
             **({"mqtt": self.mqtt.stats()} if self.mqtt is not None else {}),
         }
-
-
-
-def drive(monitor: MonitorRun, cfg: PipelineConfig, err: TextIO, *, duration_s: float | None, banner: str,
-          headline: Callable[[RunSummary, float], str], extra: Callable[[], list[str]] = list) -> RunSummary:
-    """Run a started-to-be monitor until it ends, a signal or ``duration_s``; its summary.
-
-    Shared by the in-process and the Ray monitor: status lines every
-    ``output.status_interval_s``, the dashboard's address on stdout, a graceful stop, and
-    the same summary (``headline`` first, then each camera's line, ``extra``, the source's
-    note, failed outputs and the files written).
-    """
-    started = time.monotonic()
-    interval = cfg.output.status_interval_s
-    monitor.start()
-    if monitor.server is not None:
-        err.write(f"dashboard: {monitor.server.url}\n")
-        print(f"dashboard: {monitor.server.url}", flush=True)
-    err.write(banner + "\n")
-    err.flush()
-    next_status = time.monotonic() + interval
-    try:
-        with StopOnSignal(monitor.pipeline, err) as stopper:
-            while not monitor.pipeline.join(timeout=0.2):
-                now = time.monotonic()
-                if duration_s is not None and now - started >= duration_s:
-                    monitor.pipeline.stop()
-                if now >= next_status:
-                    next_status = now + interval
-                    err.write("\n".join(monitor.status_lines()) + "\n")
-                    err.flush()
-    finally:
-        lines = monitor.status_lines()
-        monitor.stop()
-    monitor.pipeline.raise_error()
-    elapsed = time.monotonic() - started
-    summary = RunSummary(monitor.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
-    summary.lines = [headline(summary, elapsed), *lines, *extra()]
-    source_note = monitor.source.summary()
-    if source_note:
-        summary.lines.append(source_note)
-    summary.lines.extend(sink_failure_lines(monitor.pipeline, summary))
-    summary.lines.extend(written_lines([*monitor.camera_outputs, monitor.events, monitor.mqtt],
-                                       monitor.pipeline.stats().incomplete_outputs))
-    return summary
-
-
-def run_monitor(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
-    monitor = Monitor(cfg)
-    names = list(monitor.cameras)
-    return drive(
-        monitor, cfg, err or sys.stderr, duration_s=duration_s,
-        banner=f"monitoring {len(names)} cameras: {', '.join(names)} (Ctrl+C stops)",
-        headline=lambda run, elapsed: (f"processed {run.frames} frames from {len(names)} cameras in {elapsed:.0f}s "
-                                       f"({run.fps:.1f} fps in total)"),
-    )

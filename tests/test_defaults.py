@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from streamer import compose
 from streamer.compose import inference_plan, model_for
 from streamer.config import from_dict
 from streamer.defaults import queue_for, queue_table
 from streamer.jobs import run_annotate, run_watch
-from streamer.monitor import Monitor
 from streamer.pipeline import Pipeline
 from streamer.queues import Policy
 from tests.test_pipeline import CountingSource, Slow
@@ -115,6 +115,6 @@ def test_watch_queues_by_the_table(captured: list[Pipeline]) -> None:
 def test_monitor_queues_by_the_table() -> None:
     cfg = from_dict({"cameras": {"a": {"url": "synthetic:64x48"}, "b": {"url": "synthetic:64x48"}},
                      "dashboard": {"enabled": False}, "events": {"path": None}})
-    monitor = Monitor(cfg)
+    monitor = compose.monitor(cfg)
     q = queue_for("cameras", cameras=2)
     assert _edges(monitor.pipeline) == {(q.size, q.policy)} == {(2, Policy.LATEST_PER_KEY)}

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from streamer import compose
 from streamer.config import from_dict
 from streamer.monitor import Monitor
 from streamer.sources.shedding import STEPS
@@ -49,7 +50,7 @@ def monitoring(cameras: dict[str, dict[str, Any]], **sections: Any) -> Iterator[
                             "events": {"path": None}}
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    monitor = Monitor(from_dict(data))
+    monitor = compose.monitor(from_dict(data))
     monitor.start()
     try:
         yield monitor

@@ -137,7 +137,7 @@ def near_colour(region: np.ndarray, bgr: tuple[int, int, int], tol: int = 30) ->
 def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import ray
 
-    from streamer.executors.ray_monitor import RayMonitor
+    from streamer.compose import ray_monitor
     from streamer.render import class_colour
     from tests.rtsp import RtspServer, require_rtsp
     from tests.test_monitor_e2e import PAINTED, STATES_JS, get_json, get_text
@@ -158,7 +158,7 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
         "events": {"path": None},
         "executor": {"kind": "ray", "camera_cpus": 0.25, "inference_cpus": 0.25, "call_timeout_s": 5},
     })
-    monitor = RayMonitor(cfg, ray)
+    monitor = ray_monitor(cfg, ray)
     monitor.start()
     try:
         assert monitor.server is not None

@@ -30,27 +30,20 @@ remote call has a timeout; the dashboard only ever reads what the driver already
 
 from __future__ import annotations
 
-import collections
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import numpy as np
 
-from streamer.compose import build_remote_from_config, events_for, outputs_for
-from streamer.config import PipelineConfig, tracking
-from streamer.errors import ConfigError
+from streamer.config import PipelineConfig
 from streamer.executors import ray_cluster
 from streamer.executors.ray_workers import CameraWorker, Collected, InferenceInfo, InferenceWorker, detections_from
-from streamer.jobs import RunSummary
-from streamer.monitor import CameraStats, MonitorRun, drive, stage_record
+from streamer.monitor import MonitorRun, stage_record
 from streamer.pipeline import Stage
-from streamer.runtime import configure_threads
-from streamer.sinks.base import Sink
 from streamer.sources.base import TIMEOUT, Source
 from streamer.sources.live import CONNECTING, ENDED, RECONNECTING
 from streamer.stages import RenderStage
@@ -424,27 +417,10 @@ class RayCameras(Source):
 class RayMonitor(MonitorRun):
     """The monitor's driver on Ray: the same sinks, stats and dashboard as in-process."""
 
-    def __init__(self, cfg: PipelineConfig, ray: ModuleType) -> None:
-        if not cfg.cameras:
-            raise ConfigError("a monitor pipeline needs cameras")
-        names = [name for name, cam in cfg.cameras.items() if cam.enabled]
-        if not names:
-            raise ConfigError("every camera is disabled")
-        self.cfg = cfg
+    def __init__(self, ray: ModuleType, *, source: RayCameras, **parts: Any) -> None:
+        super().__init__(source=source, **parts)
         self.ray = ray
-        self.names = names
-        configure_threads()
-        self.source: RayCameras = RayCameras(ray, cfg, names)
-        self.camera_outputs = outputs_for(cfg, names)
-        self._make_dashboard(names)
-        self.camera_stats = CameraStats(names, publish_pictures(self.hub) if self.hub is not None else None)
-        self.events = events_for(cfg)
-        sinks: list[Sink] = [self.camera_stats, *self.camera_outputs]
-        if self.events is not None:
-            sinks.append(self.events)
-        self.tracking = tracking(cfg) is not None
-        self.pipeline = build_remote_from_config(cfg, self.source, ReceiveStage(), sinks=sinks, render=TileRenderStage)
-        self.started_at = time.monotonic()
+        self.source: RayCameras = source
 
     # ------------------------------------------------------------------ stats
 
@@ -499,9 +475,9 @@ class RayMonitor(MonitorRun):
             "executor": "ray",
             "nodes": len(src.nodes_used),
             "model": {
-                "name": info.name if info is not None else self.cfg.model.name,
-                "backend": info.backend if info is not None else self.cfg.model.backend,
-                "device": info.device if info is not None else self.cfg.model.device,
+                "name": info.name if info is not None else self.model_cfg.name,
+                "backend": info.backend if info is not None else self.model_cfg.backend,
+                "device": info.device if info is not None else self.model_cfg.device,
                 "batch_size_mean": round(src.items / src.batches, 3) if src.batches else 0.0,
                 "batches": batches,
                 "inference_actors": sum(len(v) for v in src.inference.values()),
@@ -511,27 +487,3 @@ class RayMonitor(MonitorRun):
             "stages": stages,
             "events": self.events.recent(20) if self.events is not None else [],
         }
-
-
-def run_monitor_ray(cfg: PipelineConfig, err: TextIO | None = None, *, duration_s: float | None = None) -> RunSummary:
-    """``streamer monitor`` with ``executor.kind: ray``: the same lines and summary as in-process."""
-    with ray_cluster.connected(cfg.executor) as ray:
-        nodes = ray_cluster.alive_nodes(ray)
-        monitor = RayMonitor(cfg, ray)
-        names = monitor.names
-
-        def headline(run: RunSummary, elapsed: float) -> str:
-            used = monitor.source.nodes_used
-            return (f"processed {run.frames} frames from {len(names)} cameras on {len(used)} Ray "
-                    f"node(s) in {elapsed:.0f}s ({run.fps:.1f} fps in total)")
-
-        def moved() -> list[str]:
-            moves = collections.Counter({n: s.moves for n, s in monitor.source.cameras.items() if s.moves})
-            return ["moved to another node: " + ", ".join(f"{n} {k}x" for n, k in moves.items())] if moves else []
-
-        return drive(
-            monitor, cfg, err or sys.stderr, duration_s=duration_s,
-            banner=(f"monitoring {len(names)} cameras on a Ray cluster of {len(nodes)} node(s): "
-                    f"{', '.join(names)} (Ctrl+C stops)"),
-            headline=headline, extra=moved,
-        )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from streamer import compose
 from streamer.config import from_dict
 from streamer.monitor import Monitor
 from tests.conftest import require_tool
@@ -39,7 +40,7 @@ def monitor() -> Iterator[Monitor]:
         "cameras": {name: {"url": "synthetic:160x120@10"} for name in CAMERAS},
         "dashboard": {"port": 0, "token": TOKEN, "max_fps": 5},
     })
-    mon = Monitor(cfg)
+    mon = compose.monitor(cfg)
     mon.start()
     try:
         yield mon

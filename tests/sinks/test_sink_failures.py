@@ -127,7 +127,7 @@ class FailsToFinish(Sink):
 def test_an_output_that_cannot_finish_is_not_called_written(at: str, bikes: Path) -> None:
     """A file whose end could not be written is incomplete: the summary must not say "wrote",
     nor its failure "recovered" because no call failed after it."""
-    from streamer.jobs import written_lines
+    from streamer.executors.local import written_lines
 
     sink = FailsToFinish(at)
     pipeline = build_pipeline(str(bikes), DelayModel(0.0), sinks=[sink])
