@@ -128,17 +128,19 @@ def model_only_fps(model, x: np.ndarray, batch: int, workers: int, passes: int =
 def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
     """name -> (backend, batch, workers, threads): one call on every inference thread at batch 1
     and 2, and what ``annotate`` runs by default on this machine (``compose.inference_plan``)."""
+    from streamer.compose import inference_plan, model_for
     from streamer.config import ModelConfig
-    from streamer.compose import inference_plan
-    model = load_model("yolo11n", device="cpu")
-    batch, workers = inference_plan(model, ModelConfig(), files=True)
+
+    cfg = ModelConfig(device="cpu")
+    plan = inference_plan("cpu", cfg, files=True)
+    planned = model_for(cfg, plan.threads).threads  # the backend's default when the plan leaves it
     threads = default_threads()
     configs = {
         f"onnxruntime, 1 call x {threads} threads, batch 1": ("onnxruntime", 1, 1, threads),
         f"onnxruntime, 1 call x {threads} threads, batch 2": ("onnxruntime", 2, 1, threads),
     }
-    name = f"onnxruntime, {workers} calls x {model.threads} threads, batch {batch}"  # type: ignore[attr-defined]
-    configs[name] = ("onnxruntime", batch, workers, model.threads)  # type: ignore[attr-defined]
+    name = f"onnxruntime, {plan.workers} calls x {planned} threads, batch {plan.batch}"
+    configs[name] = ("onnxruntime", plan.batch, plan.workers, planned)
     return configs
 
 

@@ -186,15 +186,16 @@ def bench_e2e(rounds: int, tmp: Path, clip: Path) -> None:
     from bench import model_only_fps, prepared_inputs
 
     from streamer.api import build_pipeline
+    from streamer.compose import inference_plan, model_for
     from streamer.config import ModelConfig
-    from streamer.compose import inference_plan
-    from streamer.models import load_model
+    from streamer.models import load_model, resolve_device
     from streamer.sinks.jsonl import JsonlSink
     from streamer.sources.file import VideoFileSource
 
-    model = load_model("yolo11n")
-    batch, workers = inference_plan(model, ModelConfig(), files=True)
-    threads = model.threads  # type: ignore[attr-defined]
+    cfg = ModelConfig()
+    plan = inference_plan(resolve_device(cfg.device), cfg, files=True)
+    batch, workers = plan.batch, plan.workers
+    threads = model_for(cfg, plan.threads).threads  # the backend's default when the plan leaves it
     x = prepared_inputs(str(clip))
 
     def model_alone() -> float:
@@ -216,8 +217,7 @@ def bench_e2e(rounds: int, tmp: Path, clip: Path) -> None:
     for _ in range(rounds):
         for label, sinks in settings:
             before = model_alone()
-            model = load_model("yolo11n")
-            inference_plan(model, ModelConfig(), files=True)
+            model = load_model("yolo11n", threads=threads)
             pipeline = build_pipeline(VideoFileSource(clip), model, batch=batch, workers=workers,
                                       sinks=[*sinks(), JsonlSink(tmp / "e2e.jsonl")])
             pipeline.open()

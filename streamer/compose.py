@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from streamer.config import ClassifyConfig, DashboardConfig, ModelConfig, OutputConfig, PipelineConfig, tracking
+from streamer.config import ClassifyConfig, DashboardConfig, ModelConfig, OutputConfig, PipelineConfig
 from streamer.defaults import queue_for
 from streamer.errors import ConfigError
 from streamer.executors.local import Live, Recorded
-from streamer.models import Model, configure, load_model
+from streamer.models import Model, load_model, resolve_device
 from streamer.models.base import default_threads
 from streamer.monitor import CameraStats, Monitor
 from streamer.paths import same_file
@@ -96,10 +97,12 @@ def source_for(cfg: PipelineConfig, camera: str | None = None, *, live: bool = F
     )
 
 
-def model_for(cfg: ModelConfig) -> Model:
-    """The model a ``model:`` section describes, with its task check and labels (not opened yet)."""
-    model = load_model(cfg.name, backend=cfg.backend, device=cfg.device, threads=cfg.threads, half=cfg.half)
-    return configure(model, task=cfg.task, labels=cfg.labels)
+def model_for(cfg: ModelConfig, threads: int | None = None) -> Model:
+    """The model a ``model:`` section describes, with its task check and labels (not opened
+    yet), on ``threads`` intra-op threads a call (see :func:`inference_plan`) or the section's."""
+    return load_model(cfg.name, backend=cfg.backend, device=cfg.device,
+                      threads=threads if threads is not None else cfg.threads, half=cfg.half, task=cfg.task,
+                      labels=cfg.labels)
 
 
 def classifier_for(cfg: ClassifyConfig) -> Model:
@@ -174,8 +177,19 @@ def watch_outputs_for(cfg: PipelineConfig, source: LiveSource) -> list[Sink]:
     return [mqtt, events] if events is not None else [mqtt]
 
 
-def inference_plan(model: Model, cfg: ModelConfig, files: bool, cameras: int = 0) -> tuple[int, int]:
-    """(batch, workers) for ``model``, and its intra-op threads set to match (before it opens).
+@dataclass(frozen=True)
+class InferencePlan:
+    """How a job runs its model: ``batch`` frames a call, ``workers`` calls in flight,
+    ``threads`` intra-op threads each (None: the backend's default)."""
+
+    batch: int
+    workers: int
+    threads: int | None
+
+
+def inference_plan(device: str, cfg: ModelConfig, files: bool, cameras: int = 0) -> InferencePlan:
+    """The plan for a model on ``device`` (``cpu``, ``cuda:N``, ``mps``) reading files, one
+    live source or ``cameras`` cameras; the model is built with its threads.
 
     Files on the CPU: two model calls in flight, one thread each, frames taken one at a time.
     On shared 2-core machines one call spread over two threads loses time whenever either
@@ -194,13 +208,19 @@ def inference_plan(model: Model, cfg: ModelConfig, files: bool, cameras: int = 0
     newest frame of every camera. ``model.batch``, ``model.workers`` and ``model.threads``
     override all of this.
     """
-    device = str(model.device)
     on_cpu = device == "cpu"
     workers = cfg.workers or (2 if (files or cameras) and on_cpu and (os.cpu_count() or 1) >= 2 else 1)
     batch = cfg.batch or (8 if files and device.startswith("cuda") else cameras if cameras and not on_cpu else 1)
-    if workers > 1 and cfg.threads is None:
-        model.threads = max(1, default_threads() // workers)
-    return batch, workers
+    threads = cfg.threads if cfg.threads is not None or workers == 1 else max(1, default_threads() // workers)
+    return InferencePlan(batch, workers, threads)
+
+
+def plan_for(cfg: ModelConfig, source: Source) -> InferencePlan:
+    """The inference plan of the ``model:`` section for what ``source`` is (see
+    :func:`inference_plan`), before the model is built."""
+    kind = source.kind
+    return inference_plan(resolve_device(cfg.device), cfg, files=kind == "file",
+                          cameras=source.streams if kind == "cameras" else 0)
 
 
 def model_stages(cfg: PipelineConfig, model: Model, *, batch: int, batch_timeout_s: float,
@@ -237,6 +257,7 @@ def build_from_config(
     render_status: bool = False,
     extra_status: Callable[[], list[str]] | None = None,
     output: bool = False,
+    plan: InferencePlan | None = None,
 ) -> Pipeline:
     """The pipeline ``cfg`` describes, reading ``source`` with ``model`` into ``sinks``:
     source → preprocess → infer → postprocess → [track] → [classify] → [render] → [sinks].
@@ -249,17 +270,21 @@ def build_from_config(
     job's own: ``sinks``, ``render`` (None: when a sink needs the drawn picture; with
     ``render_copy`` on a copy, leaving the frame clean), the status overlay
     (``render_status``, ``extra_status``) and whether the caller reads the results
-    (``output``). Nothing is opened here.
+    (``output``). ``plan`` is the one ``model`` was built with (:func:`plan_for`); without
+    it the plan is made for the model's device, and a model built elsewhere keeps its own
+    threads. Nothing is opened here.
     """
     kind = source.kind
-    batch, workers = inference_plan(model, cfg.model, files=kind == "file",
-                                    cameras=source.streams if kind == "cameras" else 0)
+    if plan is None:
+        plan = inference_plan(str(model.device), cfg.model, files=kind == "file",
+                              cameras=source.streams if kind == "cameras" else 0)
+    batch, workers = plan.batch, plan.workers
     # Several cameras wait for a batch to fill; a file may wait 50 ms (nothing is lost,
     # throughput wins); a live source takes only the frames already waiting.
     batch_timeout_s = cfg.model.batch_timeout_ms / 1000.0 if kind == "cameras" else 0.0 if source.live else 0.05
     geometry = geometry_for(cfg)
     classifier = classifier_for(cfg.classify) if cfg.classify is not None else None
-    track = tracking(cfg)
+    track = cfg.tracking
     configure_threads()
     stages: list[Stage] = [*model_stages(cfg, model, batch=batch, batch_timeout_s=batch_timeout_s, workers=workers)]
     if track is not None:
@@ -286,7 +311,7 @@ def build_remote_from_config(cfg: PipelineConfig, source: Source, receive: Stage
     frame of each camera wins on every one of them."""
     geometry = geometry_for(cfg)
     stages: list[Stage] = [receive]
-    track = tracking(cfg)
+    track = cfg.tracking
     if track is not None:
         stages.append(TrackStage(track, source, live=True, geometry=geometry))
     stages += [render(geometry=geometry), SinkStage(sinks)]
@@ -302,13 +327,14 @@ def annotate(cfg: PipelineConfig) -> Recorded:
     (a video with the input's sound, or drawn images for a folder of images, and JSONL)."""
     check_outputs(cfg)
     source = source_for(cfg)
-    model = model_for(cfg.model)
+    plan = plan_for(cfg.model, source)
+    model = model_for(cfg.model, plan.threads)
     outputs = recorded_outputs(cfg.output, source, audio=source_path(cfg.source))
     counter = CountingSink()
     images = isinstance(source, ImageSource)
     # One line per image says what it is; a progress bar would only repeat that.
     console: list[Sink] = [ConsoleSink(like=source)] if images else []
-    pipeline = build_from_config(cfg, source, model, sinks=[*outputs, counter, *console])
+    pipeline = build_from_config(cfg, source, model, sinks=[*outputs, counter, *console], plan=plan)
     return Recorded(pipeline, model, counter, outputs, progress=not images)
 
 
@@ -322,7 +348,8 @@ def watch(cfg: PipelineConfig) -> Live:
     source = source_for(cfg, live=True)
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    model = model_for(cfg.model)
+    plan = plan_for(cfg.model, source)
+    model = model_for(cfg.model, plan.threads)
     outputs = live_outputs(cfg.output)
     counter = CountingSink()
     announced = watch_outputs_for(cfg, source)
@@ -332,7 +359,7 @@ def watch(cfg: PipelineConfig) -> Live:
 
     pipeline = build_from_config(cfg, source, model, sinks=[*outputs, counter, *announced],
                                  render=window is not None or bool(cfg.output.video), render_status=True,
-                                 extra_status=dropped_line, output=window is not None)
+                                 extra_status=dropped_line, output=window is not None, plan=plan)
     return Live(pipeline, model, counter, [*outputs, *announced], window, cfg.output.status_interval_s)
 
 
@@ -341,8 +368,9 @@ def monitor(cfg: PipelineConfig) -> Monitor:
     camera's own outputs, the dashboard, MQTT and the events the config asks for."""
     cameras = cameras_for(cfg)
     names = list(cameras)
-    model = model_for(cfg.model)
     source = MultiSource(cameras)
+    plan = plan_for(cfg.model, source)
+    model = model_for(cfg.model, plan.threads)
     camera_outputs = outputs_for(cfg, names, copies=True)
     # The dashboard and MQTT ask the monitor built last for its stats and camera states.
     hub, server = dashboard_for(cfg.dashboard, names, lambda: run.stats())
@@ -351,10 +379,10 @@ def monitor(cfg: PipelineConfig) -> Monitor:
     events = events_for(cfg, mqtt)
     # MQTT before the events: closed after them, so their ends get out.
     sinks = [camera_stats, *camera_outputs, *(s for s in (mqtt, events) if s is not None)]
-    pipeline = build_from_config(cfg, source, model, sinks=sinks, render=True)
+    pipeline = build_from_config(cfg, source, model, sinks=sinks, render=True, plan=plan)
     run = Monitor(cameras, model, names=names, source=source, pipeline=pipeline, camera_stats=camera_stats,
-                  camera_outputs=camera_outputs, events=events, mqtt=mqtt, hub=hub, server=server,
-                  tracking=tracking(cfg) is not None, model_cfg=cfg.model)
+                  camera_outputs=camera_outputs, events=events, mqtt=mqtt, hub=hub, server=server, model_cfg=cfg.model,
+                  tracking=cfg.tracking is not None)
     return run
 
 
@@ -375,8 +403,8 @@ def ray_monitor(cfg: PipelineConfig, ray: ModuleType) -> RayMonitor:
     sinks = [camera_stats, *camera_outputs, *([events] if events is not None else [])]
     pipeline = build_remote_from_config(cfg, source, ReceiveStage(), sinks=sinks, render=TileRenderStage)
     run = RayMonitor(ray, names=names, source=source, pipeline=pipeline, camera_stats=camera_stats,
-                     camera_outputs=camera_outputs, events=events, hub=hub, server=server,
-                     tracking=tracking(cfg) is not None, model_cfg=cfg.model)
+                     camera_outputs=camera_outputs, events=events, hub=hub, server=server, model_cfg=cfg.model,
+                     tracking=cfg.tracking is not None)
     return run
 
 

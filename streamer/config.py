@@ -661,30 +661,29 @@ class PipelineConfig:
             if self.job == "auto":
                 object.__setattr__(self, "job", "watch" if _is_live(self.source) else "annotate")
 
+    @property
+    def tracking(self) -> TrackConfig | None:
+        """The tracking settings the pipeline runs with, or None when it does not track.
+
+        ``track:`` decides when given; otherwise a monitor tracks when it has events, lines or
+        zones (per-object events and counts need identities), and the other jobs track when they
+        have lines or zones, or publish events to MQTT.
+        """
+        if isinstance(self.track, TrackConfig):  # a bool became a TrackConfig in __post_init__
+            return self.track if self.track.enabled else None
+        if self.cameras is not None:
+            geometry = any(c.lines or c.zones for c in self.cameras.values())
+            return TrackConfig() if geometry or self.events.enabled(mqtt=self.mqtt is not None) else None
+        # The other jobs make events only for MQTT; they are per object, which takes identities.
+        events = self.mqtt is not None and self.events.enabled(mqtt=True)
+        return TrackConfig() if self.lines or self.zones or events else None
+
 
 def _is_live(source: str) -> bool:
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source)) or source.isdigit() or source.startswith("synthetic")
 
 
 JOBS = ("auto", "annotate", "watch", "monitor")
-
-
-def tracking(cfg: PipelineConfig, camera: CameraConfig | None = None) -> TrackConfig | None:
-    """The tracking settings a pipeline runs with, or None when it does not track.
-
-    ``track:`` decides when given; otherwise a monitor tracks when it has events, lines or
-    zones (per-object events and counts need identities), and the other jobs track when they
-    have lines or zones, or publish events to MQTT.
-    """
-    if cfg.track is not None:
-        return cfg.track if cfg.track.enabled else None
-    if cfg.cameras is not None:
-        cams = [camera] if camera is not None else list(cfg.cameras.values())
-        geometry = any(c.lines or c.zones for c in cams)
-        return TrackConfig() if geometry or cfg.events.enabled(mqtt=cfg.mqtt is not None) else None
-    # The other jobs make events only for MQTT; they are per object, which takes identities.
-    events = cfg.mqtt is not None and cfg.events.enabled(mqtt=True)
-    return TrackConfig() if cfg.lines or cfg.zones or events else None
 
 
 # --------------------------------------------------------------------------- validation

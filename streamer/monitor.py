@@ -111,6 +111,7 @@ class MonitorRun:
         self.camera_outputs = camera_outputs
         #: The ``model:`` section, for the stats until the model says what it is.
         self.model_cfg = model_cfg
+        #: Whether the pipeline tracks (its cameras' stats then count the tracks in view).
         self.tracking = tracking
         self.events = events
         self.mqtt = mqtt

@@ -356,7 +356,7 @@ class Pipeline:
 
     def stats(self) -> PipelineStats:
         """Counters of the source, every stage and every queue; safe from any thread."""
-        source_dropped = getattr(self.source, "dropped", 0)
+        source_dropped = self.source.dropped
         rows = [self.source_meter.snapshot(dropped=int(source_dropped), queue_depth=0)]
         for stage, meter, q in zip(self.stages, self.meters, self.queues, strict=True):
             rows.append(meter.snapshot(dropped=q.dropped, queue_depth=len(q), workers=max(1, stage.workers)))

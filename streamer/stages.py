@@ -20,6 +20,7 @@ from streamer.postprocess.decode import decode_classes, decode_detections
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status, draw_trails
 from streamer.sinks.base import Sink
+from streamer.sources.base import Source
 from streamer.types import Detections, Frame, Letterbox, Result
 
 if TYPE_CHECKING:
@@ -214,12 +215,9 @@ class PostprocessStage(Stage):
         return item
 
 
-def _nominal_fps(source: object, source_id: str) -> float | None:
-    """The nominal frame rate of ``source_id``: a camera of a MultiSource, or the source itself."""
-    cameras = getattr(source, "cameras", None)
-    if isinstance(cameras, dict) and source_id in cameras:
-        source = cameras[source_id]
-    fps = getattr(source, "fps", None)
+def _fps(source: Source, source_id: str) -> float | None:
+    """The nominal frame rate of stream ``source_id`` of ``source``, when known."""
+    fps = source.fps_of(source_id)
     return float(fps) if fps else None
 
 
@@ -258,7 +256,7 @@ class TrackStage(Stage):
 
     name = "track"
 
-    def __init__(self, settings: TrackConfig, source: object, live: bool, geometry: Geometry | None = None) -> None:
+    def __init__(self, settings: TrackConfig, source: Source, live: bool, geometry: Geometry | None = None) -> None:
         self.settings = settings
         self.source = source
         self.live = live
@@ -286,7 +284,7 @@ class TrackStage(Stage):
         if state is None:
             from streamer.track import Tracker
 
-            tracker = Tracker(**self.settings.tracker_settings(_nominal_fps(self.source, source_id)))
+            tracker = Tracker(**self.settings.tracker_settings(_fps(self.source, source_id)))
             lines, zones = self.geometry.get(source_id) or self.geometry.get(None) or ((), ())
             analytics = None
             if lines or zones:
@@ -354,7 +352,7 @@ class ClassifyStage(Stage):
 
     name = "classify"
 
-    def __init__(self, settings: ClassifyConfig, detector: Model, classifier: Model, source: object,
+    def __init__(self, settings: ClassifyConfig, detector: Model, classifier: Model, source: Source,
                  live: bool) -> None:
         self.settings = settings
         self.detector = detector
@@ -406,7 +404,7 @@ class ClassifyStage(Stage):
         if item.detections is None:
             return item
         frame = item.frame
-        t = frame_time(frame, self.live, _nominal_fps(self.source, frame.source_id))
+        t = frame_time(frame, self.live, _fps(self.source, frame.source_id))
         self.classifier(frame.source_id).classify(frame.image, item.detections, t)
         assert self.model is not None
         item.object_names = self.model.info.names

@@ -60,8 +60,8 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
     assert [s.name for s in p.stages] == stages
     assert p.source is source and p.stage_timeout_s == cfg.stage_timeout_s
     infer = next(s for s in p.stages if isinstance(s, InferStage))
-    batch, workers = inference_plan(model, cfg.model, files=not live, cameras=len(cfg.cameras or {}))
-    assert (infer.batch_size, infer.workers, infer.batch_timeout_s) == (batch, workers, batch_timeout_s)
+    plan = inference_plan(str(model.device), cfg.model, files=not live, cameras=len(cfg.cameras or {}))
+    assert (infer.batch_size, infer.workers, infer.batch_timeout_s) == (plan.batch, plan.workers, batch_timeout_s)
     track = next((s for s in p.stages if isinstance(s, TrackStage)), None)
     render = next((s for s in p.stages if isinstance(s, RenderStage)), None)
     if geometry is None:

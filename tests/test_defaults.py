@@ -97,8 +97,8 @@ def test_annotate_queues_by_the_table(captured: list[Pipeline], tmp_path: Path, 
         run_annotate(cfg, show_progress=False)
     (p,) = captured
     if expected is None:
-        batch, _ = inference_plan(model_for(cfg.model), cfg.model, files=True)
-        q = queue_for("file", batch=batch)
+        plan = inference_plan(str(model_for(cfg.model).device), cfg.model, files=True)
+        q = queue_for("file", batch=plan.batch)
         expected = (q.size, q.policy)
     assert _edges(p) == {expected}
 

@@ -398,6 +398,10 @@ class RayCameras(Source):
             return "down"
         return str(state.status.get("state") or (ENDED if state.ended else CONNECTING))
 
+    def fps_of(self, source_id: str) -> float | None:
+        state = self.cameras.get(source_id)
+        return state.fps if state is not None else None
+
     @property
     def dropped(self) -> int:
         return sum(int(s.status.get("dropped") or 0) for s in self.cameras.values())

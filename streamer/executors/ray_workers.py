@@ -137,11 +137,12 @@ class InferenceWorker:
 
     def __init__(self, cfg: PipelineConfig, batch: int, batch_timeout_s: float) -> None:
         from streamer.compose import inference_plan, model_for, model_stages
+        from streamer.models import resolve_device
         from streamer.runtime import configure_threads
 
         configure_threads()
-        model = model_for(cfg.model)
-        inference_plan(model, cfg.model, files=False)
+        plan = inference_plan(resolve_device(cfg.model.device), cfg.model, files=False)
+        model = model_for(cfg.model, plan.threads)
         self.model = model
         # The same stages as in-process. The preprocess stage is opened only to settle the
         # input size the model takes (its own size when fixed); the cameras letterbox with

@@ -104,16 +104,20 @@ def pick_backend(suffix: str, device: str) -> str:
 
 
 def load_model(
-    model: str, *, backend: str = "auto", device: str = "auto", threads: int | None = None, half: bool = False
+    model: str, *, backend: str = "auto", device: str = "auto", threads: int | None = None, half: bool = False,
+    task: str = "auto", labels: str | None = None,
 ) -> Model:
-    """Build (but do not open) the model named ``model`` on ``backend``."""
+    """Build (but do not open) the model named ``model`` on ``backend``: with ``task`` it
+    insists on a detector or classifier when it opens, with ``labels`` (a file, one class
+    name a line) it takes those class names instead of its own."""
     if backend not in BACKENDS:
         raise ConfigError(f"invalid backend '{backend}', expecting one of {list(BACKENDS)}")
     path, licence = resolve_model_path(model)
     device = resolve_device(device)
+    names = load_labels(labels) if labels else None
     asset = assets.MODELS.get(model)
     if asset is not None and asset.arch:
-        return _load_builtin_network(asset, path, backend, device, threads, half)
+        return _load_builtin_network(asset, path, backend, device, threads, half, task, names)
     suffix = path.suffix.lower()
     if suffix not in (".onnx", *TORCHSCRIPT_SUFFIXES):
         raise ModelError(
@@ -129,20 +133,24 @@ def load_model(
         from streamer.models.torchscript import TorchScriptModel
 
         # Loaded with torch.jit.load: TorchScript's own restricted format, never a Python pickle.
-        return TorchScriptModel(path, device=device, threads=threads, half=half, licence=licence)
+        return TorchScriptModel(path, device=device, threads=threads, half=half, licence=licence, expected_task=task,
+                                override_names=names)
     if chosen == "onnxruntime":
         from streamer.models.onnx import OnnxRuntimeModel
 
         if device == "mps":
             raise ConfigError("ONNX Runtime has no MPS device here: use --backend torch or --device cpu")
-        return OnnxRuntimeModel(path, device=device, threads=threads, licence=licence)
+        return OnnxRuntimeModel(path, device=device, threads=threads, licence=licence, expected_task=task,
+                                override_names=names)
     from streamer.models.torch_yolo import TorchYoloModel
 
-    return TorchYoloModel(path, device=device, threads=threads, half=half, licence=licence)
+    return TorchYoloModel(path, device=device, threads=threads, half=half, licence=licence, expected_task=task,
+                          override_names=names)
 
 
 def _load_builtin_network(
-    asset: assets.Asset, path: Path, backend: str, device: str, threads: int | None, half: bool
+    asset: assets.Asset, path: Path, backend: str, device: str, threads: int | None, half: bool, task: str,
+    names: tuple[str, ...] | None,
 ) -> Model:
     """A built-in network streamer rebuilds from a state dict (see ``Asset.arch``)."""
     from streamer.models.efficientnet import EfficientNetLite0
@@ -154,7 +162,8 @@ def _load_builtin_network(
         backend = "onnxruntime" if device == "cpu" and _has_onnxruntime() else "torch"
     if backend == "onnxruntime" and device == "mps":
         raise ConfigError("ONNX Runtime has no MPS device here: use --backend torch or --device cpu")
-    return EfficientNetLite0(path, backend=backend, device=device, threads=threads, half=half, licence=asset.licence)
+    return EfficientNetLite0(path, backend=backend, device=device, threads=threads, half=half, licence=asset.licence,
+                             expected_task=task, override_names=names)
 
 
 def load_labels(path: str | Path) -> tuple[str, ...]:
@@ -170,14 +179,6 @@ def load_labels(path: str | Path) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"{p}: the labels file has no names")
     return names
-
-
-def configure(model: Model, *, task: str = "auto", labels: str | None = None) -> Model:
-    """Apply a task check and a labels file to a model before it opens."""
-    model.expected_task = task
-    if labels:
-        model.override_names = load_labels(labels)
-    return model
 
 
 def describe_builtin_models() -> list[dict[str, str]]:

@@ -188,6 +188,8 @@ class EfficientNetLite0(Model):
         threads: int | None = None,
         half: bool = False,
         licence: str = "",
+        expected_task: str = "auto",
+        override_names: tuple[str, ...] | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
@@ -198,6 +200,8 @@ class EfficientNetLite0(Model):
         self.threads = threads
         self.half = half
         self._licence = licence
+        self.expected_task = expected_task
+        self.override_names = override_names
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._session: Model | None = None
         self._net = None

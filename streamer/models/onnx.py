@@ -29,12 +29,16 @@ class OnnxRuntimeModel(Model):
         threads: int | None = None,
         names: tuple[str, ...] | None = None,
         licence: str = "",
+        expected_task: str = "auto",
+        override_names: tuple[str, ...] | None = None,
     ) -> None:
         self.path = Path(path)
         self.device = device
         self.threads = threads or default_threads()
         self._names = names
         self._licence = licence
+        self.expected_task = expected_task
+        self.override_names = override_names
         self._session = None
         self._input_name = ""
         self._output_name = ""

@@ -81,6 +81,8 @@ class TorchYoloModel(Model):
         threads: int | None = None,
         half: bool = False,
         licence: str = "",
+        expected_task: str = "auto",
+        override_names: tuple[str, ...] | None = None,
         device_preprocess: bool | None = None,
         cuda_graphs: bool | None = None,
         graph_buckets: Sequence[int] = DEFAULT_BUCKETS,
@@ -96,6 +98,8 @@ class TorchYoloModel(Model):
         self._device_preprocess = device_preprocess
         self._letterbox: DeviceLetterbox | None = None
         self._licence = licence
+        self.expected_task = expected_task
+        self.override_names = override_names
         self._net: YoloDetectionModel | None = None
         self._device = torch.device("cpu")
         self._dtype = torch.float32

@@ -192,6 +192,8 @@ class TorchScriptModel(Model):
         names: tuple[str, ...] | None = None,
         task: str = "auto",
         licence: str = "",
+        expected_task: str = "auto",
+        override_names: tuple[str, ...] | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"invalid task '{task}', expecting one of {list(TASKS)}")
@@ -202,6 +204,8 @@ class TorchScriptModel(Model):
         self.task = task
         self._names = tuple(names) if names else None
         self._licence = licence
+        self.expected_task = expected_task
+        self.override_names = override_names
         self._net: torch.jit.ScriptModule | None = None
         self._device = torch.device("cpu")
         self._dtype = torch.float32

@@ -47,6 +47,17 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``open`` acquired."""
 
+    @property
+    def dropped(self) -> int:
+        """Frames the source discarded itself (a live source's newest-frame slot overwritten
+        before the pipeline took it); a file drops none."""
+        return 0
+
+    def fps_of(self, source_id: str) -> float | None:
+        """The nominal frame rate of the stream ``source_id`` (a source of several streams
+        knows each one's; a single stream is the source itself)."""
+        return self.fps
+
     def describe(self) -> str:
         """What the source reads, for logs and stats (a URL with its password masked)."""
         return self.source_id

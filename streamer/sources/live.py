@@ -157,7 +157,7 @@ class LiveSource(Source):
             self.recording = StreamCopy(record, source_id)
         self.state = CONNECTING
         self.reconnects = 0
-        self.dropped = 0
+        self._dropped = 0
         self.frames = 0
         self.last_error: str | None = None
         self.size: tuple[int, int] | None = None  # (width, height) of the current stream
@@ -218,6 +218,10 @@ class LiveSource(Source):
             self.recording.close()
         self._set_state(ENDED)
 
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
     def status(self) -> dict[str, object]:
         now = time.monotonic()
         age = now - self._last_frame_at if self._last_frame_at else None
@@ -260,7 +264,7 @@ class LiveSource(Source):
         self._last_frame_at = now
         with self._cond:
             if self._slot is not None:
-                self.dropped += 1
+                self._dropped += 1
             self._slot = frame
             self._cond.notify()
         if self.listener is not None:

@@ -55,6 +55,10 @@ class MultiSource(Source):
     def streams(self) -> int:
         return len(self.cameras)
 
+    def fps_of(self, source_id: str) -> float | None:
+        camera = self.cameras.get(source_id)
+        return camera.fps if camera is not None else None
+
     @property
     def dropped(self) -> int:
         return sum(c.dropped for c in self.cameras.values())

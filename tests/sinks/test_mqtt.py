@@ -96,10 +96,9 @@ def test_password_is_not_in_the_config_repr_and_set_checks_keys(tmp_path: Path, 
 
 
 def test_mqtt_turns_tracking_on_for_watch() -> None:
-    from streamer.config import tracking
 
-    assert tracking(from_dict({"source": "synthetic"})) is None
-    assert tracking(from_dict({"source": "synthetic", "mqtt": {}})) is not None
+    assert from_dict({"source": "synthetic"}).tracking is None
+    assert from_dict({"source": "synthetic", "mqtt": {}}).tracking is not None
 
 
 # --------------------------------------------------------------------------- event listeners
