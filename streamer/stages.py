@@ -16,7 +16,7 @@ from streamer.config import ClassifyConfig, DetectConfig, TrackConfig
 from streamer.models.base import Model
 from streamer.pipeline import Stage
 from streamer.postprocess.anchors import AnchorConfig, decode_anchor_detections, ssd_output_split
-from streamer.postprocess.decode import decode_classes, decode_detections
+from streamer.postprocess.decode import decode_classes, decode_detections, keep_mask
 from streamer.preprocess import PAD_VALUE, letterbox_into, letterbox_params
 from streamer.render import draw_classes, draw_detections, draw_status, draw_trails
 from streamer.sinks.base import Sink
@@ -161,12 +161,7 @@ class PostprocessStage(Stage):
         """(nc,) bool: True for the classes to keep (``params.classes``), made once per size."""
         mask = self._masks.get(nc)
         if mask is None:
-            mask = np.ones(nc, np.bool_)
-            if self.params.classes is not None:
-                mask[:] = False
-                kept = [c for c in self.params.classes if 0 <= c < nc]
-                mask[kept] = True
-            self._masks[nc] = mask
+            mask = self._masks[nc] = keep_mask(self.params.classes, nc)
         return mask
 
     def open(self) -> None:

@@ -76,25 +76,6 @@ class KeptRows:
         return out
 
 
-def detect_v8(
-    raw: torch.Tensor,
-    boxes: Sequence[Letterbox],
-    *,
-    conf: float = 0.25,
-    iou: float = 0.7,
-    class_mask: np.ndarray | torch.Tensor | None = None,
-    agnostic: bool = False,
-    multi_label: bool = False,
-    max_det: int = 300,
-    max_nms: int = MAX_NMS,
-) -> list[Detections]:
-    """:func:`decode_nms_v8`, then the kept rows on the host as one ``Detections`` per image."""
-    return decode_nms_v8(
-        raw, boxes, conf=conf, iou=iou, class_mask=class_mask, agnostic=agnostic, multi_label=multi_label,
-        max_det=max_det, max_nms=max_nms,
-    ).to_host()
-
-
 def decode_nms_v8(
     raw: torch.Tensor,
     boxes: Sequence[Letterbox],

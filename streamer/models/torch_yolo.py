@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamer.config import DetectConfig
 from streamer.errors import ModelError, import_optional
 from streamer.gpu.graphs import DEFAULT_BUCKETS, GraphedModel, check_buckets, plan
 from streamer.gpu.nms import decode_nms_v8
@@ -26,11 +27,14 @@ from streamer.gpu.nv12 import Nv12Image
 from streamer.models.base import Model, ModelInfo, default_threads
 from streamer.models.torchscript import pick_torch_device
 from streamer.models.yolo_arch import YoloDetectionModel, build_from_initializers
-from streamer.postprocess.yolo import MAX_NMS
+from streamer.postprocess.decode import keep_mask
 from streamer.preprocess_torch import DeviceLetterbox
 from streamer.types import Detections, Letterbox
 
 log = logging.getLogger(__name__)
+
+#: The ``detect:`` defaults (Ultralytics' conf 0.25, IoU 0.7, 300 boxes).
+DEFAULT_DETECT = DetectConfig()
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -217,41 +221,21 @@ class TorchYoloModel(Model):
         with torch.inference_mode():
             return self._letterbox(images, boxes)
 
-    def detect(
-        self,
-        batch: torch.Tensor,
-        boxes: Sequence[Letterbox],
-        *,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        class_mask: np.ndarray | None = None,
-        agnostic: bool = False,
-        multi_label: bool = False,
-        max_det: int = 300,
-        max_nms: int = MAX_NMS,
-    ) -> list[Detections]:
-        """Run ``batch`` (B, 3, H, W) and decode it where it ran: one ``Detections`` per image,
-        in source pixels through ``boxes``, the same rows the Numba decoder gives for the raw
-        output (see :mod:`streamer.gpu.nms`). Only the kept rows are copied to the host."""
-        raw = self.forward(batch)
-        return decode_nms_v8(
-            raw, boxes, conf=conf, iou=iou, class_mask=class_mask, agnostic=agnostic, multi_label=multi_label,
-            max_det=max_det, max_nms=max_nms,
-        ).to_host()
+    def detect(self, batch: torch.Tensor, boxes: Sequence[Letterbox], detect: DetectConfig = DEFAULT_DETECT,
+               ) -> list[Detections]:
+        """Run ``batch`` (B, 3, H, W) and decode it where it ran with the ``detect:`` settings:
+        one ``Detections`` per image, in source pixels through ``boxes``, the same rows the
+        Numba decoder gives for the raw output (see :mod:`streamer.gpu.nms`). Only the kept
+        rows are copied to the host."""
+        return self._decode(self.forward(batch), boxes, detect)
 
-    def detect_frames(
-        self,
-        images: Sequence[np.ndarray | Nv12Image],
-        boxes: Sequence[Letterbox],
-        *,
-        conf: float = 0.25,
-        iou: float = 0.7,
-        class_mask: np.ndarray | None = None,
-        agnostic: bool = False,
-        multi_label: bool = False,
-        max_det: int = 300,
-        max_nms: int = MAX_NMS,
-    ) -> list[Detections]:
+    def _decode(self, raw: torch.Tensor, boxes: Sequence[Letterbox], p: DetectConfig) -> list[Detections]:
+        mask = None if p.classes is None else keep_mask(p.classes, int(raw.shape[1]) - 4)
+        return decode_nms_v8(raw, boxes, conf=p.conf, iou=p.iou, class_mask=mask, agnostic=p.agnostic,
+                             multi_label=p.multi_label, max_det=p.max_det, max_nms=p.max_nms).to_host()
+
+    def detect_frames(self, images: Sequence[np.ndarray | Nv12Image], boxes: Sequence[Letterbox],
+                      detect: DetectConfig = DEFAULT_DETECT) -> list[Detections]:
         """Frames to detections in one call: letterbox (straight into the CUDA graph's input
         when there are graphs), run, decode and suppress on the device, copy the kept rows."""
         if len(images) != len(boxes):
@@ -268,10 +252,7 @@ class TorchYoloModel(Model):
             else:
                 with torch.inference_mode():
                     raw = self.forward(letterbox(part, part_boxes))
-            out.extend(decode_nms_v8(
-                raw, part_boxes, conf=conf, iou=iou, class_mask=class_mask, agnostic=agnostic,
-                multi_label=multi_label, max_det=max_det, max_nms=max_nms,
-            ).to_host())
+            out.extend(self._decode(raw, part_boxes, detect))
         return out
 
     def close(self) -> None:

@@ -54,6 +54,16 @@ def decode_detections(
     return Detections(boxes, scores, cls)
 
 
+def keep_mask(classes: tuple[int, ...] | None, nc: int) -> np.ndarray:
+    """(nc,) bool: True for the class ids in ``classes`` (None: every class); ids out of range
+    are ignored."""
+    mask = np.ones(nc, np.bool_)
+    if classes is not None:
+        mask[:] = False
+        mask[[c for c in classes if 0 <= c < nc]] = True
+    return mask
+
+
 def decode_classes(raw: np.ndarray, k: int) -> Classifications:
     out = as_float32(raw, "classifier output").ravel()
     if out.size == 0:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from streamer import assets
+from streamer.config import DetectConfig
 from streamer.gpu.nv12 import Nv12Image, Nv12Letterbox
 from streamer.models.torch_yolo import TorchYoloModel
 from streamer.preprocess import letterbox_params
@@ -49,6 +50,20 @@ def test_detect_matches_the_numba_decoder_on_the_same_batch(model: TorchYoloMode
     got = model.detect(batch, boxes)
     assert_same(got, numba_detections(model(batch), boxes, **dict(PARAMS)))
     assert sum(len(d) for d in got) >= 8
+
+
+def test_detect_takes_the_detect_section(model: TorchYoloModel, frames: list[np.ndarray]) -> None:
+    """``detect:``'s classes and thresholds reach the device decoder as they reach the Numba one."""
+    images = [Nv12Image.from_packed(p) for p in frames]
+    boxes = [letterbox_params(im.shape, 640) for im in images]
+    batch = Nv12Letterbox("cpu")(images, boxes)
+    settings = DetectConfig(conf=0.4, iou=0.5, classes=(0, 1), max_det=5)
+    got = model.detect(batch, boxes, settings)
+    mask = np.zeros(80, np.bool_)
+    mask[[0, 1]] = True
+    want = numba_detections(model(batch), boxes, **{**PARAMS, "conf": 0.4, "iou": 0.5, "max_det": 5, "class_mask": mask})
+    assert_same(got, want)
+    assert sum(len(d) for d in got) >= 2 and all(set(d.class_id.tolist()) <= {0, 1} for d in got)
 
 
 def test_detect_frames_from_nv12_agrees_with_the_bgr_path(model: TorchYoloModel, frames: list[np.ndarray]) -> None:

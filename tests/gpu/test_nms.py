@@ -16,7 +16,7 @@ import torch
 
 from streamer import assets
 from streamer.gpu import nms as gpu_nms
-from streamer.gpu.nms import decode_nms_v8, detect_v8
+from streamer.gpu.nms import decode_nms_v8
 from streamer.models.torch_yolo import TorchYoloModel
 from streamer.postprocess import yolo
 from streamer.preprocess import letterbox_params, letterbox_into
@@ -93,7 +93,7 @@ def test_random_outputs_match_numba(seed: int, params: dict[str, object]) -> Non
     batch = int(rng.integers(1, 5))
     raw = random_output(rng, batch, nc, int(rng.integers(1, 600)), ties=seed % 3 == 0)
     boxes = letterboxes(rng, batch)
-    got = detect_v8(torch.from_numpy(raw), boxes, **params)  # type: ignore[arg-type]
+    got = decode_nms_v8(torch.from_numpy(raw), boxes, **params).to_host()  # type: ignore[arg-type]
     assert_same(got, numba_detections(raw, boxes, **params))
     assert all(len(d) <= int(params["max_det"]) for d in got)  # type: ignore[call-overload]
 
@@ -105,9 +105,9 @@ def test_small_chunks_and_row_tiles_give_the_same_result(monkeypatch: pytest.Mon
     boxes = letterboxes(rng, 3)
     params: dict[str, object] = {"conf": 0.05, "iou": 0.45, "agnostic": False, "multi_label": False, "max_det": 300,
                                  "max_nms": yolo.MAX_NMS}
-    whole = detect_v8(torch.from_numpy(raw), boxes, **params)  # type: ignore[arg-type]
+    whole = decode_nms_v8(torch.from_numpy(raw), boxes, **params).to_host()  # type: ignore[arg-type]
     monkeypatch.setattr(gpu_nms, "_BLOCK_BUDGET", 300)
-    assert_same(detect_v8(torch.from_numpy(raw), boxes, **params), whole)  # type: ignore[arg-type]
+    assert_same(decode_nms_v8(torch.from_numpy(raw), boxes, **params).to_host(), whole)  # type: ignore[arg-type]
     assert_same(whole, numba_detections(raw, boxes, **params))
 
 
@@ -136,7 +136,7 @@ def test_nan_scores_and_boxes_behave_like_the_kernel() -> None:
     boxes = letterboxes(rng, 2)
     params: dict[str, object] = {"conf": 0.1, "iou": 0.5, "agnostic": False, "multi_label": False, "max_det": 300,
                                  "max_nms": yolo.MAX_NMS}
-    assert_same(detect_v8(torch.from_numpy(raw), boxes, **params), numba_detections(raw, boxes, **params))  # type: ignore[arg-type]
+    assert_same(decode_nms_v8(torch.from_numpy(raw), boxes, **params).to_host(), numba_detections(raw, boxes, **params))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_default_model_on_the_sample_clips_gives_the_same_boxes(model: TorchYolo
         {"conf": 0.25, "iou": 0.7, "agnostic": False, "multi_label": False, "max_det": 300, "max_nms": yolo.MAX_NMS},
         {"conf": 0.01, "iou": 0.45, "agnostic": True, "multi_label": True, "max_det": 100, "max_nms": 2000},
     ):
-        got = detect_v8(torch.from_numpy(raw), boxes, **params)  # type: ignore[arg-type]
+        got = decode_nms_v8(torch.from_numpy(raw), boxes, **params).to_host()  # type: ignore[arg-type]
         want = numba_detections(raw, boxes, **params)
         assert_same(got, want)
         if params["conf"] == 0.25:
