@@ -66,6 +66,9 @@ class StreamCopy:
         #: (the output stream's ticks; None until its first timed packet).
         self._anchor = 0
         self._offset: int | None = None
+        #: Input ticks to output ticks for the current timeline's stream, and the output's tick.
+        self._scale = Fraction(1)
+        self._out_tb = Fraction(1, 90000)
         self._written_here = 0
         self._last_dts: int | None = None
         self._last_in_s: float | None = None
@@ -83,7 +86,7 @@ class StreamCopy:
     def _write(self, packet: Any) -> None:
         if packet.time_base is None:
             return
-        tb = Fraction(packet.time_base)
+        tb = packet.time_base
         timed = packet.pts is not None
         in_s = float(packet.pts * tb) if timed else None
         jumped = (in_s is not None and self._last_in_s is not None
@@ -93,19 +96,16 @@ class StreamCopy:
                 return  # a player starts at a keyframe; so does every timeline of the copy
             if self._out is None:
                 self._open(packet.stream)
-            self._new_timeline(packet.stream)
-        out_tb = Fraction(self._stream.time_base)
-        scale = tb / out_tb
-        step = self._frame_ticks(packet, scale)
+            self._new_timeline(packet.stream, tb)
+        scale = self._scale
         if not timed:
             # RTSP gives no timestamps before the sender's first report: one frame on.
-            out_pts = out_dts = self._anchor if self._written_here == 0 else self._last_dts + step  # type: ignore[operator]
+            out_pts = out_dts = self._next_at(packet)
             self._offset = None  # the next timed packet carries on one frame after this one
         else:
             dts = packet.dts if packet.dts is not None else packet.pts
             if self._offset is None:
-                at = self._anchor if self._written_here == 0 else self._last_dts + step  # type: ignore[operator]
-                self._offset = at - round(dts * scale)
+                self._offset = self._next_at(packet) - round(dts * scale)
             out_dts = round(dts * scale) + self._offset
             out_pts = round(packet.pts * scale) + self._offset
             self._last_in_s = in_s
@@ -114,7 +114,7 @@ class StreamCopy:
             out_dts, out_pts = out_dts + shift, out_pts + shift
         self._last_dts = out_dts
         packet.stream = self._stream
-        packet.time_base = out_tb
+        packet.time_base = self._out_tb
         packet.pts, packet.dts = out_pts, out_dts
         self._out.mux(packet)
         self.frames += 1
@@ -124,16 +124,17 @@ class StreamCopy:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._out = av.open(str(self.temp_path), "w", format="mp4", options={"movflags": LIVE_MOVFLAGS})
         self._stream = self._out.add_stream_from_template(template)
-        self._stream.time_base = Fraction(1, 90000)
+        self._stream.time_base = self._out_tb
         self._wall_start = time.monotonic()
         log.info("%s: recording %s by copy (%s)", self.name, self.path, template.codec_context.name)
 
-    def _new_timeline(self, source: Any) -> None:
+    def _new_timeline(self, source: Any, tb: Fraction) -> None:
         """Start a timeline at this keyframe: placed at the wall-clock time since the recording
-        started (after the last packet written), its later packets at their own spacing."""
+        started (after the last packet written), its later packets at their own spacing
+        (``tb``: the time base of ``source``'s packets)."""
         self._source = source
-        out_tb = Fraction(self._stream.time_base)
-        at = round((time.monotonic() - self._wall_start) / out_tb)
+        self._scale = Fraction(tb) / self._out_tb
+        at = round((time.monotonic() - self._wall_start) / self._out_tb)
         if self._last_dts is not None:
             at = max(at, self._last_dts + 1)
         self._anchor = at
@@ -141,13 +142,20 @@ class StreamCopy:
         self._written_here = 0
         self._last_in_s = None
 
-    def _frame_ticks(self, packet: Any, scale: Fraction) -> int:
+    def _next_at(self, packet: Any) -> int:
+        """Where ``packet`` goes when its own timestamps do not say: the timeline's start, or
+        one frame after the last packet written."""
+        if self._written_here == 0 or self._last_dts is None:
+            return self._anchor
+        return self._last_dts + self._frame_ticks(packet)
+
+    def _frame_ticks(self, packet: Any) -> int:
         """One frame's duration in the output's ticks: the packet's own, else the stream's rate."""
         if packet.duration:
-            return max(1, round(packet.duration * scale))
+            return max(1, round(packet.duration * self._scale))
         rate = packet.stream.average_rate or packet.stream.guessed_rate
         seconds = 1 / Fraction(rate) if rate and rate > 0 else Fraction(1, 30)
-        return max(1, round(seconds / Fraction(self._stream.time_base)))
+        return max(1, round(seconds / self._out_tb))
 
     def close(self) -> None:
         with self._lock:
