@@ -108,9 +108,9 @@ class MultiSource(Source):
         wake_at: float | None = None
         for name in self._names:
             camera = self.cameras[name]
-            if not camera.has_frame():
-                continue
-            if camera.max_fps:
+            if not camera.has_frame() or camera.max_fps == 0:
+                continue  # fps 0: never detected, whatever its capture still decodes
+            if camera.max_fps is not None:
                 due = self.served_at[name] + 1.0 / camera.max_fps
                 if due > now:
                     wake_at = due if wake_at is None else min(wake_at, due)

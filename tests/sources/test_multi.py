@@ -43,3 +43,29 @@ def test_open_and_close_every_camera() -> None:
     finally:
         source.close()
     assert capture_threads() - before == set()
+
+
+def test_a_camera_at_fps_0_is_never_served_and_a_capped_one_at_its_rate() -> None:
+    """``fps: 0`` holds back every frame of a camera whose capture cannot leave frames
+    undecoded (here a synthetic one), as the PyAV captures do by not decoding."""
+    import time
+
+    from streamer.sources.base import TIMEOUT
+
+    cameras: dict[str, LiveSource] = {
+        "off": SyntheticSource(width=64, height=48, fps=30, source_id="off", max_fps=0),
+        "five": SyntheticSource(width=64, height=48, fps=30, source_id="five", max_fps=5),
+    }
+    source = MultiSource(cameras)
+    source.open()
+    served: dict[str, int] = {"off": 0, "five": 0}
+    try:
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            frame = source.read(0.1)
+            if frame is not None and frame is not TIMEOUT:
+                served[frame.source_id] += 1  # type: ignore[union-attr]
+    finally:
+        source.close()
+    assert served["off"] == 0
+    assert 8 <= served["five"] <= 12
