@@ -51,7 +51,6 @@ does not flap on one noisy second.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,6 +94,11 @@ class DecodeControl:
     def level(self) -> str:
         return STEPS[self.step]
 
+    @property
+    def gop_estimate(self) -> int:
+        """The keyframe interval: measured, else a second of frames (30 before the rate is known)."""
+        return self.gop or max(1, round(self.fps or 30.0))
+
     def frames_per_gop(self, step: int | None = None) -> int | None:
         """How many frames of each GOP ``step`` decodes; None for every frame."""
         step = self.step if step is None else step
@@ -105,8 +109,7 @@ class DecodeControl:
         divisor = _GOP_DIVISOR.get(step)
         if divisor is None:
             return None
-        gop = self.gop or 30
-        return max(2, gop // divisor)
+        return max(2, self.gop_estimate // divisor)
 
     def decodes(self, since_key: int) -> bool:
         """Whether the packet ``since_key`` packets after the last keyframe goes to the decoder."""
@@ -116,7 +119,7 @@ class DecodeControl:
     def expected_fps(self, step: int) -> float:
         """Frames per second ``step`` decodes, from the measured GOP and frame rate."""
         fps = self.fps or 25.0
-        gop = self.gop or max(1, round(fps))
+        gop = self.gop_estimate
         per_gop = self.frames_per_gop(step)
         if per_gop is None:
             return fps
@@ -140,11 +143,9 @@ class _Window:
     packets: int = 0
     decoded: int = 0
     taken: int = 0
-    skipped: int = 0
     packet_fps: float = 0.0
     decoded_fps: float = 0.0
     taken_fps: float = 0.0
-    skipped_fps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,10 @@ class ShedController:
         self._taken = dict.fromkeys(controls, 0)
         self._waited_s = 0.0
         self._last_tick = time.monotonic()
-        self._lock = threading.Lock()
-        self.starved = False
         self.changes = 0
         self.reasons: dict[str, str] = {}
+        #: Why the last level change was made (for the summary).
+        self.last_reason: str | None = None
         self.lowest: dict[str, int] = {name: c.step for name, c in controls.items()}
         #: A camera's detection cap (frames a second), where it has one.
         self.caps = dict(caps or {})
@@ -219,30 +220,28 @@ class ShedController:
         dt = now - self._last_tick
         if dt < self.settings.tick_s:
             return False
-        with self._lock:
-            self._last_tick = now
-            waited, self._waited_s = self._waited_s, 0.0
-            self.starved = waited > self.settings.starved_share * dt
-            live = set(self.controls if active is None else active)
-            windows = []
-            for name, control in self.controls.items():
-                window = self.windows[name]
-                taken = self._taken.get(name, 0)
-                packets, decoded, skipped = control.packets, control.decoded, control.skipped
-                window.packet_fps = (packets - window.packets) / dt
-                window.decoded_fps = (decoded - window.decoded) / dt
-                window.taken_fps = (taken - window.taken) / dt
-                window.skipped_fps = (skipped - window.skipped) / dt
-                window.packets, window.decoded, window.taken, window.skipped = packets, decoded, taken, skipped
-                if name in live:
-                    windows.append((name, control, window))
-            ready = [(n, c, w) for n, c, w in windows if now - c.changed_at >= self.settings.hold_s]
-            if self.starved:
-                self._feed_the_model(ready, now)
-            else:
-                shares = fair_shares({name: (w.taken_fps, self.caps.get(name)) for name, _, w in windows})
-                for name, control, window in ready:
-                    self._adjust(name, control, window, shares[name], now)
+        # Called by the one thread that reads the cameras (MultiSource.read): no lock.
+        self._last_tick = now
+        waited, self._waited_s = self._waited_s, 0.0
+        live = set(self.controls if active is None else active)
+        windows = []
+        for name, control in self.controls.items():
+            window = self.windows[name]
+            taken = self._taken.get(name, 0)
+            packets, decoded = control.packets, control.decoded
+            window.packet_fps = (packets - window.packets) / dt
+            window.decoded_fps = (decoded - window.decoded) / dt
+            window.taken_fps = (taken - window.taken) / dt
+            window.packets, window.decoded, window.taken = packets, decoded, taken
+            if name in live:
+                windows.append((name, control, window))
+        ready = [(n, c, w) for n, c, w in windows if now - c.changed_at >= self.settings.hold_s]
+        if waited > self.settings.starved_share * dt:
+            self._feed_the_model(ready, now)
+        else:
+            shares = fair_shares({name: (w.taken_fps, self.caps.get(name)) for name, _, w in windows})
+            for name, control, window in ready:
+                self._adjust(name, control, window, shares[name], now)
         return True
 
     def _feed_the_model(self, ready: list[tuple[str, DecodeControl, _Window]], now: float) -> None:
@@ -263,10 +262,10 @@ class ShedController:
         packets = sum(c.packets for c in self.controls.values())
         skipped = sum(c.skipped for c in self.controls.values())
         lowest = ", ".join(f"{name} {STEPS[self.lowest.get(name, c.step)]}" for name, c in shed.items())
-        why = sorted(set(self.reasons.values()))
+        why = self.last_reason
         return (f"load shed before decoding: {skipped} of {packets} packets not decoded "
                 f"({100 * skipped / max(packets, 1):.0f} %), {self.changes} level changes; lowest level: {lowest}"
-                + (f" (last reason: {why[-1]})" if why else ""))
+                + (f" (last reason: {why})" if why else ""))
 
     def _adjust(self, name: str, control: DecodeControl, window: _Window, share: float, now: float) -> None:
         """The model is saturated: move ``name`` toward its fair ``share``."""
@@ -287,4 +286,5 @@ class ShedController:
         control.changed_at = now
         self.changes += 1
         self.reasons[name] = why
+        self.last_reason = why
         self.lowest[name] = min(self.lowest.get(name, step), step)
