@@ -23,7 +23,7 @@ first RTCP report fixes it, usually the first frame only).
 Decoding follows a :class:`~streamer.sources.shedding.DecodeControl` when one is given:
 every packet is read (and handed to a recorder), but only the packets the camera's decode
 level asks for reach the decoder, and a decoded frame is converted to BGR only when the
-pipeline takes it (``read_pending``). A file replayed as a camera (:func:`open_replay`) is
+pipeline takes it (``read_pending``). A file replayed as a camera (:class:`ReplayCapture`) is
 read the same way, paced by its packets' timestamps.
 """
 
@@ -91,7 +91,9 @@ class _AvReader:
         self.pts_s = None
         self._stream = stream
         self._codec = stream.codec_context
-        self._time_base = stream.time_base
+        #: Seconds per tick of the stream's timestamps, as a float: Fraction arithmetic on
+        #: every packet costs a microsecond each time.
+        self._tb_s: float | None = float(stream.time_base) if stream.time_base is not None else None
         self.control = control if control is not None else DecodeControl(ALL, floor=ALL)
         self.control.fps = self.control.fps or self.fps
         self._tap = tap
@@ -136,14 +138,15 @@ class _AvReader:
         if packet.size == 0:  # the demuxer's flush packet at the end
             return True, None
         self.alive_at = time.monotonic()
-        if packet.pts is not None and self._time_base is not None:
-            self._last_pts_s = max(self._last_pts_s, float(packet.pts * self._time_base) + self._loop_offset_s)
+        tb_s = self._tb_s
+        if self._loop and packet.pts is not None and tb_s is not None:  # where a rewind carries on from
+            self._last_pts_s = max(self._last_pts_s, packet.pts * tb_s + self._loop_offset_s)
         # Packets come in decode order: paced by their presentation times, the frames before
         # a B-frame would leave in bursts (a P packet is due frames ahead of the B packets
         # after it), so the decode times pace the replay.
         stamp = packet.dts if packet.dts is not None else packet.pts
-        if self._pace and stamp is not None and self._time_base is not None:
-            self._wait_for(float(stamp * self._time_base) + self._loop_offset_s)
+        if self._pace and stamp is not None and tb_s is not None:
+            self._wait_for(stamp * tb_s + self._loop_offset_s)
         control = self.control
         control.packets += 1
         if self._tap is not None:
@@ -193,7 +196,7 @@ class _AvReader:
     def _pending(self, frame: Any) -> Pending:
         if frame.pict_type == av.video.frame.PictureType.B:
             self.control.has_nonref = True
-        pts = None if frame.pts is None or self._time_base is None else float(frame.pts * self._time_base)
+        pts = None if frame.pts is None or self._tb_s is None else frame.pts * self._tb_s
         self.pts_s = None if pts is None else pts + self._loop_offset_s
         return Pending(frame.height, frame.width, lambda: self._to_bgr(frame))
 
@@ -222,7 +225,7 @@ class _AvReader:
             return False
         step = 1.0 / (self.fps or 25.0)
         start = self._stream.start_time
-        first_s = float(start * self._time_base) if start is not None and self._time_base is not None else 0.0
+        first_s = start * self._tb_s if start is not None and self._tb_s is not None else 0.0
         self._loop_offset_s = self._last_pts_s + step - first_s
         self._codec.flush_buffers()
         self._packets = self._container.demux(self._stream)
