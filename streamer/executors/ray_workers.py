@@ -87,14 +87,12 @@ class Detected:
 
 @dataclass(frozen=True)
 class CameraResult:
-    """One frame's result as a camera actor hands it to the driver: the frame's index and
-    shape, its JPEG when an output needs the picture, the model's class names, the
+    """One frame's result as a camera actor hands it to the driver: the frame's index, its JPEG when an output needs the picture, the model's class names, the
     detections and the batch they ran in, each remote stage's time in ms, and how long ago
     the frame was captured when it was collected (the clocks of two machines do not agree,
     so no capture time crosses)."""
 
     index: int
-    shape: tuple[int, ...]
     jpeg: bytes | None
     names: tuple[str, ...]
     timings_ms: dict[str, float]
@@ -108,13 +106,12 @@ class Collected:
     """A camera actor's answer to ``collect``: its source's status (with its node and pid),
     the inference generation it was asked about, its newest result not collected before
     (None: no new frame within the wait), and what went wrong: the inference actor failed
-    (``infer_error``) or is not answering yet (``infer_wait``), or reading ended (``error``)."""
+    (``infer_error``), or reading ended (``error``)."""
 
     status: dict[str, Any]
     generation: int
     result: CameraResult | None = None
     infer_error: str | None = None
-    infer_wait: str | None = None
     error: str | None = None
 
 
@@ -335,7 +332,6 @@ class CameraWorker:
         self._generation = 0
         self._timeout_s = 10.0
         self._infer_error: str | None = None
-        self._infer_wait: str | None = None
         self._geometry: InferenceInfo | None = None
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
         self._ended = False
@@ -366,19 +362,17 @@ class CameraWorker:
         with self._cond:
             if generation != self._generation:
                 self._infer, self._generation, self._geometry = infer, generation, None
-                self._infer_error = self._infer_wait = None
+                self._infer_error = None
             self._timeout_s = timeout_s
             if self._outbox is None and not self._ended:
                 self._cond.wait(wait_s)
             out, self._outbox = self._outbox, None
             infer_error, self._infer_error = self._infer_error, None
-            infer_wait = self._infer_wait
         result = None
         if out is not None:
             # Clocks of different machines do not agree: the driver gets the frame's age.
             result = dataclasses.replace(out[0], age_s=time.monotonic() - out[1])
         return Collected(status=self.status(), generation=generation, result=result, infer_error=infer_error or None,
-                         infer_wait=infer_wait if infer_wait and out is None else None,
                          error=self._read_error or None)
 
     # ---------------------------------------------------------------- the loop
@@ -432,8 +426,7 @@ class CameraWorker:
         try:
             geometry = ray.get(infer.describe.remote(), timeout=self._timeout_s)
         except ray.exceptions.GetTimeoutError:
-            self._infer_wait = "the inference actor is still starting"
-            return None, generation
+            return None, generation  # still starting: asked again next turn
         except ray.exceptions.RayError as exc:
             self._fail_infer(generation, exc)
             return None, generation
@@ -441,7 +434,6 @@ class CameraWorker:
             if self._generation == generation:
                 self._geometry = geometry
                 self._letterboxes.clear()
-                self._infer_wait = None
         return None, generation  # the next turn uses it
 
     def _fail_infer(self, generation: int, exc: BaseException) -> None:
@@ -495,7 +487,7 @@ class CameraWorker:
         try:
             detected: Detected = ray.get(pending.ref, timeout=self._timeout_s)
         except ray.exceptions.GetTimeoutError:
-            self._infer_wait = f"no inference result within {self._timeout_s:g} s"
+            log.debug("no inference result within %g s", self._timeout_s)
             return
         except ray.exceptions.RayActorError as exc:
             self._fail_infer(generation, exc)
@@ -509,7 +501,7 @@ class CameraWorker:
         frame = pending.frame
         timings = {**pending.timings_ms, "infer": detected.infer_ms, "postprocess": detected.post_ms,
                    "model_wait": (time.monotonic() - pending.sent) * 1000.0}
-        result = CameraResult(index=frame.index, shape=frame.image.shape, jpeg=pending.jpeg, names=pending.names,
+        result = CameraResult(index=frame.index, jpeg=pending.jpeg, names=pending.names,
                               timings_ms=timings, detections=detected.detections, batch=detected.batch)
         with self._cond:
             if self._outbox is not None:
