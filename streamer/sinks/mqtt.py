@@ -40,7 +40,7 @@ import numpy as np
 from streamer.config import MqttConfig
 from streamer.sinks.base import Sink
 from streamer.sinks.mqtt_client import MqttCounters, MqttPublisher
-from streamer.sinks.mqtt_discovery import CameraTopics, discovery_configs, topic_part
+from streamer.sinks.mqtt_discovery import CameraTopics, discovery_configs
 from streamer.types import Result
 
 __all__ = ["CameraTopics", "MqttCounters", "MqttSink"]
@@ -80,44 +80,42 @@ class MqttSink(Sink):
         self._zone_classes: dict[tuple[str, str], set[str]] = {}
         #: (camera, class) -> start of the newest event: only its pictures go to the snapshot topic.
         self._newest: dict[tuple[str, str], str] = {}
-        self._final: MqttCounters | None = None
 
     # ------------------------------------------------------------------ sink
 
     def open(self) -> None:
-        for cam in self.cameras.values():
-            for label in self.watched:  # a class never seen yet is 0, not unknown
-                self.publisher.retain(f"{self.prefix}/{cam.name}/{topic_part(label)}", "0")
+        # A class never seen yet is 0, not unknown.
+        self.publisher.retain_many((cam.count(self.prefix, label), "0")
+                                   for cam in self.cameras.values() for label in self.watched)
         self.publisher.start()
 
     def write(self, result: Result) -> None:
         cam = self.cameras.get(result.frame.source_id)
         if cam is None:
             return
-        base = f"{self.prefix}/{cam.name}"
+        prefix = self.prefix
         counts = self._in_view(result)
-        for label in self.watched:
-            self.publisher.retain(f"{base}/{topic_part(label)}", str(counts.get(label, 0)))
+        values = [(cam.count(prefix, label), str(counts.get(label, 0))) for label in self.watched]
         analytics = result.analytics
-        if analytics is None:
-            return
-        for line, totals in analytics.lines.items():
-            for direction in ("in", "out"):
-                self.publisher.retain(f"{base}/lines/{topic_part(line)}/{direction}", str(totals[direction]))
-        for zone, per_class in analytics.zones.items():
-            inside: collections.Counter[str] = collections.Counter()
-            for class_id, n in per_class.items():
-                inside[result.label(int(class_id))] += n
-            known = self._zone_classes.setdefault((cam.name, zone), set(self.watched))
-            known.update(inside)  # bounded by the model's classes
-            for label in known:
-                self.publisher.retain(f"{base}/zones/{topic_part(zone)}/{topic_part(label)}", str(inside[label]))
+        if analytics is not None:
+            for line, totals in analytics.lines.items():
+                values += [(cam.line(prefix, line, direction), str(totals[direction])) for direction in ("in", "out")]
+            for zone, per_class in analytics.zones.items():
+                inside: collections.Counter[str] = collections.Counter()
+                for class_id, n in per_class.items():
+                    inside[result.label(int(class_id))] += n
+                known = self._zone_classes.get((cam.name, zone))
+                if known is None:
+                    known = self._zone_classes[(cam.name, zone)] = set(self.watched)
+                known.update(inside)  # bounded by the model's classes
+                values += [(cam.zone(prefix, zone, label), str(inside[label])) for label in known]
+        self.publisher.retain_many(values)
 
     def _in_view(self, result: Result) -> collections.Counter[str]:
         """Watched objects on this frame, per class, as the events count them."""
         counts: collections.Counter[str] = collections.Counter()
         det = result.detections
-        if det is None or not len(det):
+        if det is None or not len(det) or not self.watched:
             return counts
         ids = det.tracker_id.tolist() if det.tracker_id is not None else None
         for i, (class_id, conf) in enumerate(zip(det.class_id.tolist(), det.confidence.tolist(), strict=True)):
@@ -130,7 +128,6 @@ class MqttSink(Sink):
 
     def close(self) -> None:
         self.publisher.close()
-        self._final = self.publisher.counters()
 
     # ------------------------------------------------------------------ events
 
@@ -147,7 +144,7 @@ class MqttSink(Sink):
         start = str(record.get("start", ""))
         if start >= self._newest.get((name, label), ""):
             self._newest[(name, label)] = start
-            self.publisher.retain(f"{self.prefix}/{name}/{topic_part(label)}/snapshot", picture)
+            self.publisher.retain(cam.snapshot(self.prefix, label), picture)
 
     # ------------------------------------------------------------------ publisher's thread
 
@@ -161,16 +158,16 @@ class MqttSink(Sink):
         for source_id, state in self.states().items():
             cam = self.cameras.get(source_id)
             if cam is not None:
-                self.publisher.retain(f"{self.prefix}/{cam.name}/state", state)
+                self.publisher.retain(cam.state(self.prefix), state)
 
     # ------------------------------------------------------------------ reporting
 
     def stats(self) -> dict[str, Any]:
         """The ``mqtt`` entry of the stats (never the password)."""
-        return (self._final or self.publisher.counters()).to_dict()
+        return self.publisher.counters().to_dict()
 
     def summary(self) -> str | None:
-        c = self._final or self.publisher.counters()
+        c = self.publisher.counters()
         text = f"{c.server} ({self.prefix}/...): {c.published} messages published"
         if c.dropped:
             text += f", {c.dropped} events dropped (broker away, queue of {self.cfg.queue_size} full, or unsent at the end)"

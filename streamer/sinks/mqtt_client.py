@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,13 +158,18 @@ class MqttPublisher:
     def retain(self, topic: str, payload: Payload) -> None:
         """Set the retained value of ``topic`` (a JPEG is encoded from an image later, off
         this thread); sent within ``RETAIN_INTERVAL_S`` when it differs from the last."""
+        self.retain_many(((topic, payload),))
+
+    def retain_many(self, values: Iterable[tuple[str, Payload]]) -> None:
+        """:meth:`retain` for each ``(topic, payload)``, under one lock (a frame's counts)."""
         with self._lock:
-            old = self._retained.get(topic)
-            if old is not None and not isinstance(payload, np.ndarray) and not isinstance(old, np.ndarray) \
-                    and old == payload:
-                return
-            self._retained[topic] = payload
-            self._dirty.add(topic)
+            for topic, payload in values:
+                old = self._retained.get(topic)
+                if old is not None and not isinstance(payload, np.ndarray) and not isinstance(old, np.ndarray) \
+                        and old == payload:
+                    continue
+                self._retained[topic] = payload
+                self._dirty.add(topic)
 
     def counters(self) -> MqttCounters:
         with self._lock:

@@ -16,6 +16,7 @@ prefixes never share an entity.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ def discovery_id(name: str) -> str:
     return _NOT_ID.sub("_", name)
 
 
+@functools.lru_cache(maxsize=4096)  # class, line and zone names: a few, asked for on every frame
 def topic_part(name: str) -> str:
     """A class, line or zone name as one topic level ("traffic light" -> "traffic_light");
     '/', '+' and '#' would change the topic's meaning."""
@@ -49,6 +51,24 @@ class CameraTopics:
     name: str
     lines: tuple[str, ...] = ()
     zones: tuple[str, ...] = ()
+
+    # The topics of the camera under ``prefix`` (``mqtt.topic_prefix``), for the sink that
+    # publishes them and the discovery configs that point Home Assistant at them.
+
+    def count(self, prefix: str, label: str) -> str:
+        return f"{prefix}/{self.name}/{topic_part(label)}"
+
+    def snapshot(self, prefix: str, label: str) -> str:
+        return f"{prefix}/{self.name}/{topic_part(label)}/snapshot"
+
+    def line(self, prefix: str, line: str, direction: str) -> str:
+        return f"{prefix}/{self.name}/lines/{topic_part(line)}/{direction}"
+
+    def zone(self, prefix: str, zone: str, label: str) -> str:
+        return f"{prefix}/{self.name}/zones/{topic_part(zone)}/{topic_part(label)}"
+
+    def state(self, prefix: str) -> str:
+        return f"{prefix}/{self.name}/state"
 
 
 @dataclass
@@ -81,29 +101,28 @@ def discovery_configs(cfg: MqttConfig, cameras: Sequence[CameraTopics], watched:
                       version: str) -> list[tuple[str, str]]:
     """The retained ``(topic, JSON)`` discovery configs for ``cameras``."""
     configs: list[tuple[str, str]] = []
+    prefix = cfg.topic_prefix
     for cam in cameras:
-        base = f"{cfg.topic_prefix}/{cam.name}"
         dev = _Device(cfg, cam.name, version)
-        dev.entity("sensor", "state", "state", state_topic=f"{base}/state", icon="mdi:cctv")
+        dev.entity("sensor", "state", "state", state_topic=cam.state(prefix), icon="mdi:cctv")
         for label in watched:
             part = topic_part(label)
-            dev.entity("sensor", f"{part}_count", f"{label} count", state_topic=f"{base}/{part}",
+            dev.entity("sensor", f"{part}_count", f"{label} count", state_topic=cam.count(prefix, label),
                        state_class="measurement", icon="mdi:counter")
-            dev.entity("binary_sensor", f"{part}_detected", f"{label} detected", state_topic=f"{base}/{part}",
+            dev.entity("binary_sensor", f"{part}_detected", f"{label} detected", state_topic=cam.count(prefix, label),
                        value_template=DETECTED_TEMPLATE, device_class="occupancy")
             if cfg.snapshots:
-                dev.entity("image", f"{part}_snapshot", f"{label} snapshot", image_topic=f"{base}/{part}/snapshot",
+                dev.entity("image", f"{part}_snapshot", f"{label} snapshot", image_topic=cam.snapshot(prefix, label),
                            content_type="image/jpeg")
         for zone in cam.zones:
             for label in watched:
-                part = topic_part(label)
-                dev.entity("sensor", f"zone_{topic_part(zone)}_{part}", f"{zone} {label}",
-                           state_topic=f"{base}/zones/{topic_part(zone)}/{part}", state_class="measurement",
+                dev.entity("sensor", f"zone_{topic_part(zone)}_{topic_part(label)}", f"{zone} {label}",
+                           state_topic=cam.zone(prefix, zone, label), state_class="measurement",
                            icon="mdi:vector-square")
         for line in cam.lines:
             for direction in ("in", "out"):
                 dev.entity("sensor", f"line_{topic_part(line)}_{direction}", f"{line} {direction}",
-                           state_topic=f"{base}/lines/{topic_part(line)}/{direction}", state_class="total_increasing",
+                           state_topic=cam.line(prefix, line, direction), state_class="total_increasing",
                            icon="mdi:transit-transfer")
         configs.extend(dev.configs)
     return configs
