@@ -126,11 +126,20 @@ class MonitorRun:
         """Camera ``name`` as this executor sees it (``pipeline``: its pipeline's stats now)."""
         raise NotImplementedError
 
-    def camera_statuses(self) -> dict[str, CameraStatus]:
-        """Every camera's status, in the config's order."""
-        p = self.pipeline.stats()
+    def camera_statuses(self, pipeline: PipelineStats | None = None) -> dict[str, CameraStatus]:
+        """Every camera's status, in the config's order (``pipeline``: its stats, if taken already)."""
+        p = self.pipeline.stats() if pipeline is None else pipeline
         now = time.monotonic()
         return {name: self.camera_status(name, p, now) for name in self.names}
+
+    def measured(self, name: str) -> dict[str, Any]:
+        """The fields of camera ``name``'s status that its results give, whatever the executor:
+        fps, latency, frames, and its tracks and counts."""
+        meter = self.camera_stats.meters[name]
+        p50, p95 = meter.percentiles()
+        return {"fps": round(meter.fps(), 2), "latency_ms_p50": round(p50, 1), "latency_ms_p95": round(p95, 1),
+                "latency_histogram": self.camera_stats.latency[name].snapshot(), "frames": meter.processed,
+                "extras": self.camera_extras(name)}
 
     def camera_extras(self, name: str) -> dict[str, Any]:
         """Tracks in view and line and zone counts for camera ``name``'s stats."""
@@ -220,23 +229,16 @@ class Monitor(MonitorRun):
 
     def camera_status(self, name: str, pipeline: PipelineStats, now: float) -> CameraStatus:
         camera = self.cameras[name]
-        meter = self.camera_stats.meters[name]
-        p50, p95 = meter.percentiles()
         size = camera.status().get("size")
         return CameraStatus(
             state=self.camera_state(name),
-            fps=round(meter.fps(), 2),
-            latency_ms_p50=round(p50, 1),
-            latency_ms_p95=round(p95, 1),
-            latency_histogram=self.camera_stats.latency[name].snapshot(),
             dropped=int(camera.dropped + pipeline.dropped_by_source.get(name, 0)),
             reconnects=camera.reconnects,
-            frames=meter.processed,
             url=camera.describe(),
             last_error=camera.last_error,
             size=None if size is None else str(size),
             shedding=self.shedding(name, now),
-            extras=self.camera_extras(name),
+            **self.measured(name),
         )
 
     def stats(self) -> dict[str, Any]:
@@ -244,8 +246,7 @@ class Monitor(MonitorRun):
         p = self.pipeline.stats()
         infer = p.stage("infer")
         info = getattr(self.model, "info", None)
-        now = time.monotonic()
-        cameras = {name: self.camera_status(name, p, now).record() for name in self.names}
+        cameras = {name: status.record() for name, status in self.camera_statuses(p).items()}
         stages = {s.name: stage_record(s) for s in p}
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),

@@ -433,17 +433,10 @@ class RayMonitor(MonitorRun):
         src = self.source
         state = src.cameras.get(name)
         st = state.status if state is not None else {}
-        meter = self.camera_stats.meters[name]
-        p50, p95 = meter.percentiles()
         return CameraStatus(
             state=src.camera_state(name) if state is not None else CONNECTING,
-            fps=round(meter.fps(), 2),
-            latency_ms_p50=round(p50, 1),
-            latency_ms_p95=round(p95, 1),
-            latency_histogram=self.camera_stats.latency[name].snapshot(),
             dropped=int(st.get("dropped") or 0) + int(pipeline.dropped_by_source.get(name, 0)),
             reconnects=int(st.get("reconnects") or 0) + (state.restarts if state is not None else 0),
-            frames=meter.processed,
             url=st.get("url") or name,
             last_error=(state.unreachable if state is not None and state.unreachable else st.get("last_error")),
             size=st.get("size"),
@@ -452,7 +445,7 @@ class RayMonitor(MonitorRun):
                 node_ip=state.node_ip if state is not None else None,
                 actor_restarts=state.restarts if state is not None else 0,
             ),
-            extras=self.camera_extras(name),
+            **self.measured(name),
         )
 
     def stats(self) -> dict[str, Any]:
@@ -462,8 +455,7 @@ class RayMonitor(MonitorRun):
         """
         src = self.source
         pipeline_stats = self.pipeline.stats()
-        now = time.monotonic()
-        cameras = {name: self.camera_status(name, pipeline_stats, now).record() for name in self.names}
+        cameras = {name: status.record() for name, status in self.camera_statuses(pipeline_stats).items()}
         stages: dict[str, Any] = {}
         for name in REMOTE_STAGES:
             s = src.meters[name].snapshot()
