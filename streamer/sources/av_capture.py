@@ -108,8 +108,6 @@ class _AvReader:
         self._anchor: tuple[float, float] | None = None
         self._loop_offset_s = 0.0
         self._last_pts_s = 0.0
-        #: When the last packet arrived: a camera at keyframes only is alive between frames.
-        self.alive_at = time.monotonic()
         # One converter for the whole stream: ``frame.to_ndarray(format=...)`` builds a new
         # swscale context for every frame, a quarter of a millisecond each at 640x272.
         self._reformatter = VideoReformatter()
@@ -137,7 +135,6 @@ class _AvReader:
             return False, None
         if packet.size == 0:  # the demuxer's flush packet at the end
             return True, None
-        self.alive_at = time.monotonic()
         tb_s = self._tb_s
         if self._loop and packet.pts is not None and tb_s is not None:  # where a rewind carries on from
             self._last_pts_s = max(self._last_pts_s, packet.pts * tb_s + self._loop_offset_s)

@@ -342,8 +342,9 @@ class LiveSource(Source):
         """
         got_any = False
         # A capture that can leave frames undecoded reads one packet at a time and hands out
-        # pictures still to be converted; packets that decode to nothing still prove the
-        # stream alive (a camera at keyframes only has a frame a GOP).
+        # pictures still to be converted; a packet that decodes to nothing still proves the
+        # stream alive (a camera at keyframes only has a frame a GOP). A stream that stops
+        # sending ends the read itself, at PyAV's read timeout.
         read_pending = getattr(capture, "read_pending", None)
         try:
             last = time.monotonic()
@@ -355,12 +356,7 @@ class LiveSource(Source):
                     ok, image, raised = False, None, f"{type(exc).__name__}: {exc}"
                 now = time.monotonic()
                 if ok and image is None and read_pending is not None:
-                    if now - last > self.policy.stall_timeout_s:
-                        last = max(last, getattr(capture, "alive_at", last))
-                        if now - last > self.policy.stall_timeout_s:
-                            self.last_error = f"no frame for {now - last:.1f} s"
-                            self._set_state(STALLED, self.last_error)
-                            return ("streamed" if got_any else "failed"), self.last_error
+                    last = now
                     continue
                 if not ok or image is None:
                     if self._ends_naturally():
