@@ -210,12 +210,6 @@ class PostprocessStage(Stage):
         return item
 
 
-def _fps(source: Source, source_id: str) -> float | None:
-    """The nominal frame rate of stream ``source_id`` of ``source``, when known."""
-    fps = source.fps_of(source_id)
-    return float(fps) if fps else None
-
-
 def frame_time(frame: Frame, live: bool, fps: float | None) -> float:
     """A frame's time in seconds for trackers and caches: a live frame's capture time; a
     file's timestamp (its pts), else its index at the nominal rate."""
@@ -279,7 +273,7 @@ class TrackStage(Stage):
         if state is None:
             from streamer.track import Tracker
 
-            tracker = Tracker(**self.settings.tracker_settings(_fps(self.source, source_id)))
+            tracker = Tracker(**self.settings.tracker_settings(self.source.fps_of(source_id) or None))
             lines, zones = self.geometry.get(source_id) or self.geometry.get(None) or ((), ())
             analytics = None
             if lines or zones:
@@ -399,7 +393,7 @@ class ClassifyStage(Stage):
         if item.detections is None:
             return item
         frame = item.frame
-        t = frame_time(frame, self.live, _fps(self.source, frame.source_id))
+        t = frame_time(frame, self.live, self.source.fps_of(frame.source_id) or None)
         self.classifier(frame.source_id).classify(frame.image, item.detections, t)
         assert self.model is not None
         item.object_names = self.model.info.names
