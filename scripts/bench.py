@@ -127,9 +127,9 @@ def model_only_fps(model, x: np.ndarray, batch: int, workers: int, passes: int =
 
 def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
     """name -> (backend, batch, workers, threads): one call on every inference thread at batch 1
-    and 2, and what ``annotate`` runs by default on this machine (``compose.inference_plan``)."""
-    from streamer.compose import inference_plan, model_for
+    and 2, and what ``annotate`` runs by default on this machine (``models.inference_plan``)."""
     from streamer.config import ModelConfig
+    from streamer.models import inference_plan, model_for
 
     cfg = ModelConfig(device="cpu")
     plan = inference_plan("cpu", cfg, files=True)

@@ -186,9 +186,8 @@ def bench_e2e(rounds: int, tmp: Path, clip: Path) -> None:
     from bench import model_only_fps, prepared_inputs
 
     from streamer.api import build_pipeline
-    from streamer.compose import inference_plan, model_for
     from streamer.config import ModelConfig
-    from streamer.models import load_model, resolve_device
+    from streamer.models import inference_plan, load_model, model_for, resolve_device
     from streamer.sinks.jsonl import JsonlSink
     from streamer.sources.file import VideoFileSource
 

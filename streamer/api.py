@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from streamer.compose import build_from_config, model_for, source_for
+from streamer.compose import build_from_config, plan_for, source_for
 from streamer.config import DetectConfig, ModelConfig, PipelineConfig, QueueSettings, TrackConfig
-from streamer.models import Model
+from streamer.models import Model, model_for
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.sinks.base import Sink
 from streamer.sources import Source
@@ -42,7 +42,7 @@ def build_pipeline(
     """Compose source → preprocess → infer → postprocess → [render] → [sinks].
 
     ``batch`` frames share a model call and ``workers`` calls run at once, as given (a job
-    plans them itself, see :func:`streamer.compose.inference_plan`). ``queue=None`` takes the
+    plans them itself, see :func:`streamer.models.inference_plan`). ``queue=None`` takes the
     queues from :data:`streamer.defaults.QUEUES` for the source's kind. The picture is drawn
     only when a sink needs it. Nothing is opened until the pipeline starts (or
     ``Pipeline.open()`` is called).
@@ -50,8 +50,9 @@ def build_pipeline(
     model_cfg = ModelConfig(name=_name(model), imgsz=imgsz, batch=batch, workers=workers)
     queue_cfg = QueueSettings() if queue is None else QueueSettings(size=queue.size, policy=queue.policy.value)
     cfg = _config(source, model=model_cfg, queue=queue_cfg)
-    return build_from_config(cfg, source_for(cfg) if isinstance(source, str) else source,
-                             model_for(model_cfg) if isinstance(model, str) else model, sinks=sinks)
+    src = source_for(cfg) if isinstance(source, str) else source
+    return build_from_config(cfg, src, plan_for(model_cfg, src, model_for(model_cfg) if isinstance(model, str) else model),
+                             sinks=sinks)
 
 
 def stream(
@@ -92,8 +93,8 @@ def stream(
         track=track if isinstance(track, TrackConfig) else (TrackConfig() if track else None),
         lines=lines, zones=zones,
     )
-    pipeline = build_from_config(cfg, source_for(cfg) if isinstance(source, str) else source,
-                                 model_for(model_cfg) if isinstance(model, str) else model,
+    src = source_for(cfg) if isinstance(source, str) else source
+    pipeline = build_from_config(cfg, src, plan_for(model_cfg, src, model_for(model_cfg) if isinstance(model, str) else model),
                                  render=render, render_copy=True, output=True)
     with pipeline:
         yield from pipeline

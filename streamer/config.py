@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from streamer.errors import ConfigError
+from streamer.errors import AssetError, ConfigError
+from streamer.paths import same_file
 from streamer.postprocess.anchors import AnchorConfig
 from streamer.postprocess.yolo import MAX_NMS
+from streamer.sources import source_path
 
 if TYPE_CHECKING:
     from streamer.sources.live import ReconnectPolicy
@@ -225,6 +227,7 @@ class OutputConfig:
         _check(self.video_threads is None or self.video_threads >= 0,
                f"output.video_threads must be >= 0, but got {self.video_threads}")
 
+    @property
     def video_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`streamer.sinks.video.VideoSink` for the encoder."""
         return {"crf": self.video_crf, "preset": self.video_preset, "threads": self.video_threads}
@@ -351,6 +354,11 @@ class ClassifyConfig:
         _check(self.top_k >= 1, f"classify.top_k must be >= 1, but got {self.top_k}")
         _check(self.min_box >= 0, f"classify.min_box must be >= 0 pixels, but got {self.min_box}")
         _check(self.every_s is None or self.every_s > 0, f"classify.every_s must be > 0, but got {self.every_s}")
+
+    @property
+    def model_section(self) -> ModelConfig:
+        """The second model as a ``model:`` section would describe it."""
+        return ModelConfig(name=self.model, backend=self.backend, device=self.device)
 
     def class_ids(self, names: tuple[str, ...]) -> list[int] | None:
         """The detector class ids of ``classes`` (names or ids), checked against ``names``."""
@@ -660,6 +668,26 @@ class PipelineConfig:
             _check(not self.events.zones, "events.zones is for monitor pipelines (cameras with zones)")
             if self.job == "auto":
                 object.__setattr__(self, "job", "watch" if _is_live(self.source) else "annotate")
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """Refuse outputs that would overwrite the input, or each other."""
+        out = self.output
+        outputs = [p for p in (out.video, out.jsonl) if p]
+        try:
+            src = source_path(self.source) if self.source else None
+        except AssetError:
+            src = None  # not a sample this installation has: building the source says so
+        for path in outputs if src is not None else ():
+            _check(not same_file(Path(path), src),
+                   f"{path}: output path is the same as the input {self.source}; choose another output")
+        _check(not (out.video and out.jsonl and same_file(Path(out.video), Path(out.jsonl))),
+               f"{out.video}: the video and JSONL outputs must be different files")
+
+    @property
+    def events_on(self) -> bool:
+        """Whether the pipeline makes per-object events (see :meth:`EventsConfig.enabled`)."""
+        return self.events.enabled(mqtt=self.mqtt is not None)
 
     @property
     def tracking(self) -> TrackConfig | None:
@@ -673,9 +701,9 @@ class PipelineConfig:
             return self.track if self.track.enabled else None
         if self.cameras is not None:
             geometry = any(c.lines or c.zones for c in self.cameras.values())
-            return TrackConfig() if geometry or self.events.enabled(mqtt=self.mqtt is not None) else None
+            return TrackConfig() if geometry or self.events_on else None
         # The other jobs make events only for MQTT; they are per object, which takes identities.
-        events = self.mqtt is not None and self.events.enabled(mqtt=True)
+        events = self.mqtt is not None and self.events_on
         return TrackConfig() if self.lines or self.zones or events else None
 
 

@@ -10,8 +10,9 @@
             ▼
     sinks: per-camera stats + dashboard frames, events, MQTT, per-camera JSONL / recordings
 
-The parts are built by :func:`streamer.compose.monitor` and given to :class:`Monitor`'s
-constructor; :func:`streamer.executors.local.drive` runs it. The edges up to the model hold
+The parts are built by :func:`streamer.compose.monitor` (the sinks by
+:func:`streamer.compose.monitor_sinks`, as :class:`MonitorSinks`) and given to
+:class:`Monitor`; :func:`streamer.executors.local.drive` runs it. The edges up to the model hold
 one frame, then one batch (see ``QueueConfig.feed``), so what a camera hands over is what the
 model takes and a camera that is down or slow never delays the others.
 """
@@ -20,22 +21,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from streamer.config import ModelConfig
 from streamer.executors.local import STOP_GRACE_S
 from streamer.models import Model
 from streamer.pipeline import Pipeline
 from streamer.sinks.base import Sink
+from streamer.sinks.cameras import CameraStats
 from streamer.sources.base import Source
 from streamer.sources.live import ENDED, LiveSource
 from streamer.sources.multi import MultiSource
-from streamer.stats import CameraStatus, LatencyHistogram, PipelineStats, Shedding, StageMeter, StageStats
-from streamer.types import Result
+from streamer.stats import CameraStatus, PipelineStats, Shedding, StageStats
 
 if TYPE_CHECKING:
     from streamer.sinks.dashboard import DashboardHub, DashboardServer
@@ -45,49 +44,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CameraStats(Sink):
-    """Per-camera latency and fps at the end of the pipeline, and the dashboard's frames."""
-
-    name = "cameras"
-    needs_render = True
-
-    def __init__(self, names: list[str], publish: Callable[[str, np.ndarray], object] | None = None) -> None:
-        self.meters = {name: StageMeter(name) for name in names}
-        self.latency = {name: LatencyHistogram() for name in names}
-        self.publish = publish
-        self.frames = 0
-        #: per camera: its newest line counts and zone occupancy, class names, tracks in view
-        self.analytics: dict[str, Any] = {}
-        self.names: tuple[str, ...] = ()
-        self.in_view: dict[str, int] = {}
-        #: per camera: when its newest result's frame was captured (monotonic seconds)
-        self.newest: dict[str, float] = {}
-
-    def write(self, result: Result) -> None:
-        camera = result.frame.source_id
-        self.frames += 1
-        self.names = result.names
-        if result.analytics is not None:
-            self.analytics[camera] = result.analytics
-        det = result.detections
-        if det is not None and det.tracker_id is not None:
-            self.in_view[camera] = int((det.tracker_id >= 0).sum())
-        meter = self.meters.get(camera)
-        self.newest[camera] = max(self.newest.get(camera, 0.0), result.frame.captured_at)
-        if meter is not None:
-            elapsed_s = time.monotonic() - result.frame.captured_at
-            meter.record(elapsed_s * 1000.0)
-            self.latency[camera].observe(elapsed_s)
-        if self.publish is not None:
-            self.publish(camera, result.image)
-
-
 def stage_record(s: StageStats) -> dict[str, Any]:
     """One stage's entry under ``stages`` in a monitor's stats."""
     return {"processed": s.processed, "dropped": s.dropped, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms,
             "fps": s.fps, "queue_depth": s.queue_depth}
 
 
+@dataclass
+class MonitorSinks:
+    """A monitor's sinks, built from its output sections by :func:`streamer.compose.monitor_sinks`."""
+
+    camera_stats: CameraStats
+    #: Each camera's own JSONL and drawn recording, for the summary's "wrote" lines.
+    camera_outputs: list[Sink]
+    hub: DashboardHub | None = None
+    server: DashboardServer | None = None
+    mqtt: MqttSink | None = None
+    events: EventSink | None = None
+
+    @property
+    def all(self) -> list[Sink]:
+        """In the pipeline's order: MQTT before the events, so it closes after them and their ends get out."""
+        return [self.camera_stats, *self.camera_outputs, *(s for s in (self.mqtt, self.events) if s is not None)]
+
+
+@dataclass(kw_only=True, eq=False)
 class MonitorRun:
     """What the in-process and the Ray monitor share: the parts :mod:`streamer.compose` built
     for them, the stats they add per camera, the status lines, and start and stop (the
@@ -98,26 +79,40 @@ class MonitorRun:
     finalized are.
     """
 
-    def __init__(self, *, names: list[str], source: Source, pipeline: Pipeline, camera_stats: CameraStats,
-                 camera_outputs: list[Sink], model_cfg: ModelConfig, tracking: bool, events: EventSink | None = None,
-                 mqtt: MqttSink | None = None, hub: DashboardHub | None = None,
-                 server: DashboardServer | None = None) -> None:
-        self.names = names
-        #: The cameras as one source, and the pipeline that reads it.
-        self.source = source
-        self.pipeline = pipeline
-        self.camera_stats = camera_stats
-        #: Each camera's own JSONL and drawn recording, for the summary's "wrote" lines.
-        self.camera_outputs = camera_outputs
-        #: The ``model:`` section, for the stats until the model says what it is.
-        self.model_cfg = model_cfg
-        #: Whether the pipeline tracks (its cameras' stats then count the tracks in view).
-        self.tracking = tracking
-        self.events = events
-        self.mqtt = mqtt
-        self.hub = hub
-        self.server = server
-        self.started_at = time.monotonic()
+    names: list[str]
+    #: The cameras as one source, and the pipeline that reads it.
+    source: Source
+    pipeline: Pipeline
+    sinks: MonitorSinks
+    #: The ``model:`` section, for the stats until the model says what it is.
+    model_cfg: ModelConfig
+    #: Whether the pipeline tracks (its cameras' stats then count the tracks in view).
+    tracking: bool
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def camera_stats(self) -> CameraStats:
+        return self.sinks.camera_stats
+
+    @property
+    def camera_outputs(self) -> list[Sink]:
+        return self.sinks.camera_outputs
+
+    @property
+    def events(self) -> EventSink | None:
+        return self.sinks.events
+
+    @property
+    def mqtt(self) -> MqttSink | None:
+        return self.sinks.mqtt
+
+    @property
+    def hub(self) -> DashboardHub | None:
+        return self.sinks.hub
+
+    @property
+    def server(self) -> DashboardServer | None:
+        return self.sinks.server
 
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -194,14 +189,13 @@ class MonitorRun:
             self.hub.close()
 
 
+@dataclass(kw_only=True, eq=False)
 class Monitor(MonitorRun):
     """The in-process monitor: its cameras read on demand by one model; exposes their stats."""
 
-    def __init__(self, cameras: dict[str, LiveSource], model: Model, *, source: MultiSource, **parts: Any) -> None:
-        super().__init__(source=source, **parts)
-        self.cameras = cameras
-        self.model = model
-        self.source: MultiSource = source
+    cameras: dict[str, LiveSource]
+    model: Model
+    source: MultiSource
 
     # ------------------------------------------------------------------ stats
 

@@ -120,6 +120,9 @@ class Pipeline:
     With ``output=True`` the results of the last stage are handed to the caller through
     iteration (``for result in pipeline``); otherwise they are discarded after the last stage
     and ``run()`` simply waits for the end.
+
+    Its queues are ``queue`` when given, else the row of :data:`streamer.defaults.QUEUES` for
+    the source's kind (see :func:`streamer.defaults.queue_for`).
     """
 
     def __init__(
@@ -128,6 +131,10 @@ class Pipeline:
         stages: Sequence[Stage],
         *,
         queue: QueueConfig | None = None,
+        queue_size: int | None = None,
+        queue_policy: Policy | str | None = None,
+        batch: int = 1,
+        workers: int = 1,
         output: bool = False,
         put_timeout_s: float = _POLL_S,
         stage_timeout_s: float | None = 30.0,
@@ -135,7 +142,10 @@ class Pipeline:
         self.source = source
         self.stages = list(stages)
         if queue is None:
-            queue = queue_for(source.kind, cameras=source.streams)
+            # The table's row for what the source is, sized for the model's ``batch`` and
+            # ``workers``; a pipeline file's ``queue:`` section (``queue_size``, ``queue_policy``) wins.
+            queue = queue_for(source.kind, batch=batch, cameras=source.streams, size=queue_size, policy=queue_policy,
+                              workers=workers)
         self.queue_config = queue
         self._put_timeout = put_timeout_s
         self.stage_timeout_s = stage_timeout_s

@@ -17,6 +17,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -164,3 +165,33 @@ class BoundedQueue(Generic[T]):
             self._items.clear()
             self._not_full.notify_all()
             return n
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Every edge of a pipeline: ``size`` slots, and what a full queue does (``policy``)."""
+
+    size: int = 4
+    policy: Policy = Policy.BLOCK
+    #: When set (and the pipeline has a model), every edge is lossless instead: one frame into
+    #: the first stage, ``feed`` into the model, ``size`` after it. The source is then read
+    #: only as fast as the model takes frames, so a live source sheds its load where it is
+    #: cheapest, in its own slot before the frame is decoded or converted, and nothing the
+    #: model worked on is thrown away.
+    feed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, int) and self.size >= 1):
+            raise ValueError(f"queue size must be an integer >= 1, but got {self.size!r}")
+        if self.feed is not None and not (isinstance(self.feed, int) and self.feed >= 1):
+            raise ValueError(f"queue feed must be an integer >= 1, but got {self.feed!r}")
+        if not isinstance(self.policy, Policy):
+            raise TypeError(f"queue policy must be one of {[p.value for p in Policy]}, but got {self.policy!r}")
+
+    def edges(self, stages: list[str]) -> list[tuple[int, Policy]]:
+        """(size, policy) of the queue into each of ``stages``, in order."""
+        if self.feed is None or "infer" not in stages:
+            return [(self.size, self.policy)] * len(stages)
+        model_at = stages.index("infer")
+        return [(1 if i < model_at else self.feed if i == model_at else self.size, Policy.BLOCK)
+                for i in range(len(stages))]

@@ -5,14 +5,22 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 _WINDOW = 512  # timings kept per stage for percentiles: about 20 s at 25 fps
 _FPS_WINDOW_S = 2.0
+
+
+class Summarized(Protocol):
+    """An output with a name and a line for a run's summary (a sink)."""
+
+    name: str
+
+    def summary(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,12 @@ class PipelineStats:
     incomplete_outputs: tuple[str, ...] = ()
     #: The stages' own summary lines (``Stage.summary_lines``).
     notes: tuple[str, ...] = ()
+
+    def written_lines(self, outputs: Sequence[Summarized | None]) -> list[str]:
+        """"wrote ..." for each of ``outputs`` with a summary; "not complete: ..." for one that
+        failed (its name is among :attr:`incomplete_outputs`)."""
+        notes = [(out.name, out.summary()) for out in outputs if out is not None]
+        return [f"{'not complete' if name in self.incomplete_outputs else 'wrote'} {note}" for name, note in notes if note]
 
     def stage(self, name: str) -> StageStats | None:
         """The row of the stage called ``name`` ("source", "infer"...), or None."""

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from streamer.compose import build_from_config, inference_plan
+from streamer.compose import build_from_config, plan_for
 from streamer.config import from_dict
+from streamer.models import inference_plan
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sources import make_source
 from streamer.sources.base import Source
@@ -56,7 +57,8 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
     source = _source(data)
     live = source.live
     model = DelayModel(0.0)
-    p = build_from_config(cfg, source, model, sinks=[JsonlSink(tmp_path / "o.jsonl")], render=True if live else None)
+    p = build_from_config(cfg, source, plan_for(cfg.model, source, model), sinks=[JsonlSink(tmp_path / "o.jsonl")],
+                          render=True if live else None)
     assert [s.name for s in p.stages] == stages
     assert p.source is source and p.stage_timeout_s == cfg.stage_timeout_s
     infer = next(s for s in p.stages if isinstance(s, InferStage))
@@ -75,7 +77,8 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
 
 def test_the_job_adds_its_own_parts(tmp_path: Path) -> None:
     cfg = from_dict({"source": "synthetic:64x48"})
-    p = build_from_config(cfg, _source({"source": "synthetic:64x48"}), DelayModel(0.0), sinks=[],
+    source = _source({"source": "synthetic:64x48"})
+    p = build_from_config(cfg, source, plan_for(cfg.model, source, DelayModel(0.0)), sinks=[],
                           render=True, render_status=True, extra_status=lambda: ["x"], output=True)
     render = next(s for s in p.stages if isinstance(s, RenderStage))
     assert render.status and render.extra_status is not None and render.extra_status() == ["x"]

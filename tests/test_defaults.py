@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from streamer import compose
-from streamer.compose import inference_plan, model_for
 from streamer.config import from_dict
 from streamer.defaults import queue_for, queue_table
 from streamer.jobs import run_annotate, run_watch
+from streamer.models import inference_plan, model_for
 from streamer.pipeline import Pipeline
 from streamer.queues import Policy
 from tests.test_pipeline import CountingSource, Slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.compose import inference_plan, model_for
 from streamer.config import ModelConfig
+from streamer.models import inference_plan, model_for
 from streamer.models.base import default_threads
 
 

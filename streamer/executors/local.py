@@ -181,7 +181,7 @@ def run_live(job: Live, err: TextIO) -> RunSummary:
                 now = time.monotonic()
                 if now >= next_status:
                     next_status = now + job.status_interval_s
-                    err.write(status_line(pipeline) + "\n")
+                    err.write(status_line(pipeline, pipeline.stats()) + "\n")
                     err.flush()
     finally:
         if window is not None:
@@ -194,8 +194,9 @@ def run_live(job: Live, err: TextIO) -> RunSummary:
     pipeline.raise_error()
     elapsed = time.monotonic() - started
     summary = RunSummary(job.counter.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
+    last_status = status_line(pipeline, pipeline.stats())
     summary.lines = summary_lines(pipeline.stats(), pipeline.source.summary(), job.counter, job.outputs, summary, None)
-    summary.lines.insert(1, status_line(pipeline))
+    summary.lines.insert(1, last_status)
     return summary
 
 
@@ -216,18 +217,23 @@ def drive(monitor: MonitorRun, err: TextIO, *, status_interval_s: float, duratio
     err.write(banner + "\n")
     err.flush()
     next_status = time.monotonic() + status_interval_s
+    lines: list[str] = []
     try:
         with StopOnSignal(monitor.pipeline, err) as stopper:
-            while not monitor.pipeline.join(timeout=0.2):
+            ended = False
+            while True:
                 now = time.monotonic()
+                if ended or now >= next_status:
+                    lines = monitor.status_lines()
+                    if ended:  # the cameras' last lines go into the summary
+                        break
+                    next_status = now + status_interval_s
+                    err.write("\n".join(lines) + "\n")
+                    err.flush()
                 if duration_s is not None and now - started >= duration_s:
                     monitor.pipeline.stop()
-                if now >= next_status:
-                    next_status = now + status_interval_s
-                    err.write("\n".join(monitor.status_lines()) + "\n")
-                    err.flush()
+                ended = monitor.pipeline.join(timeout=0.2)
     finally:
-        lines = monitor.status_lines()
         monitor.stop()
     monitor.pipeline.raise_error()
     elapsed = time.monotonic() - started
@@ -236,7 +242,7 @@ def drive(monitor: MonitorRun, err: TextIO, *, status_interval_s: float, duratio
     source_note = monitor.source.summary()
     summary.lines = [headline(summary, elapsed), *lines, *extra(), *([source_note] if source_note else []),
                      *sink_failure_lines(stats, summary),
-                     *written_lines([*monitor.camera_outputs, monitor.events, monitor.mqtt], stats.incomplete_outputs)]
+                     *stats.written_lines([*monitor.camera_outputs, monitor.events, monitor.mqtt])]
     return summary
 
 
@@ -272,14 +278,8 @@ def summary_lines(stats: PipelineStats, source_note: str | None, counter: Counti
     if source_note:
         lines.append(source_note)
     lines.extend(sink_failure_lines(stats, run))
-    lines.extend(written_lines(sinks, stats.incomplete_outputs))
+    lines.extend(stats.written_lines(sinks))
     return lines
-
-
-def written_lines(sinks: Sequence[Sink | None], incomplete: Sequence[str]) -> list[str]:
-    """"wrote ..." for each output with a summary; "not complete: ..." for one that failed."""
-    notes = [(sink.name, sink.summary()) for sink in sinks if sink is not None]
-    return [f"{'not complete' if name in incomplete else 'wrote'} {note}" for name, note in notes if note]
 
 
 def tracking_lines(counter: CountingSink) -> list[str]:
@@ -304,9 +304,9 @@ def tracking_lines(counter: CountingSink) -> list[str]:
     return lines
 
 
-def status_line(pipeline: Pipeline) -> str:
-    """One console line for a live pipeline: state, fps, latency, drops per stage, reconnects."""
-    stats = pipeline.stats()
+def status_line(pipeline: Pipeline, stats: PipelineStats) -> str:
+    """One console line for a live pipeline (``stats``: its stats now): state, fps, latency,
+    drops per stage, reconnects."""
     last = stats[-1]
     lat50, lat95 = pipeline.latency.percentiles()
     status = stats.source

@@ -84,15 +84,6 @@ class TileRenderStage(RenderStage):
         return super().process(item)
 
 
-def publish_pictures(hub: Any) -> Any:
-    """The dashboard's publish, skipping frames that came without a picture."""
-
-    def publish(camera: str, image: np.ndarray | None) -> object:
-        return hub.publish(camera, image) if image is not None else False
-
-    return publish
-
-
 class ReceiveStage(Stage):
     """Moves the remote detections onto the result, where the local stages expect them."""
 
@@ -162,6 +153,14 @@ class RayCameras(Source):
         self._actor_cls = ray.remote(CameraWorker)
         self._infer_cls = ray.remote(InferenceWorker)
         self._next = 0
+
+    @property
+    def kind(self) -> str:
+        return "cameras"
+
+    @property
+    def streams(self) -> int:
+        return len(self.names)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -418,13 +417,12 @@ class RayCameras(Source):
         return "; ".join(parts) or None
 
 
+@dataclass(kw_only=True, eq=False)
 class RayMonitor(MonitorRun):
     """The monitor's driver on Ray: the same sinks, stats and dashboard as in-process."""
 
-    def __init__(self, ray: ModuleType, *, source: RayCameras, **parts: Any) -> None:
-        super().__init__(source=source, **parts)
-        self.ray = ray
-        self.source: RayCameras = source
+    ray: ModuleType
+    source: RayCameras
 
     # ------------------------------------------------------------------ stats
 

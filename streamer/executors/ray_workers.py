@@ -133,8 +133,8 @@ class InferenceWorker:
     """One model on one node (or one GPU), shared by the cameras there, batching across them."""
 
     def __init__(self, cfg: PipelineConfig, batch: int, batch_timeout_s: float) -> None:
-        from streamer.compose import inference_plan, model_for, model_stages
-        from streamer.models import resolve_device
+        from streamer.compose import model_stages
+        from streamer.models import inference_plan, model_for, resolve_device
         from streamer.runtime import configure_threads
 
         configure_threads()

@@ -50,7 +50,7 @@ class Model(ABC):
     #: Where it runs (``cpu``, ``cuda:0``, ``mps``), known when it is built.
     device: str = "cpu"
     #: Intra-op threads of one call (None: the backend's default). A job may plan them
-    #: before ``open()`` (see ``streamer.compose.inference_plan``), never after.
+    #: before ``open()`` (see ``streamer.models.inference_plan``), never after.
     threads: int | None = None
 
     @abstractmethod

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -45,6 +45,9 @@ from streamer.errors import ConfigError, SinkError
 from streamer.sinks.base import Sink
 from streamer.sinks.jsonl import check_writable
 from streamer.types import Result
+
+if TYPE_CHECKING:
+    from streamer.config import EventsConfig
 
 log = logging.getLogger(__name__)
 
@@ -459,3 +462,13 @@ class EventSink(Sink):
         if hook is not None:
             text += f"; webhook: {hook[0]} delivered, {hook[1]} failed, {hook[2]} dropped (queue full)"
         return text
+
+
+def events_from(cfg: EventsConfig, listeners: Sequence[EventListener] = ()) -> EventSink:
+    """The event sink an ``events:`` section describes (not opened yet), telling ``listeners``
+    of every event as it happens."""
+    return EventSink(
+        cfg.path, cfg.snapshots, cfg.track, min_confidence=cfg.min_confidence, min_frames=cfg.min_frames,
+        gone_after_s=cfg.gone_after_s, zones=cfg.zones, loiter_s=cfg.loiter_s, webhook=cfg.webhook,
+        webhook_retries=cfg.webhook_retries, webhook_timeout_s=cfg.webhook_timeout_s, listeners=listeners,
+    )

@@ -92,7 +92,15 @@ def make_source(
         )
     if spec.startswith("synthetic"):
         raise SourceOpenError(f"{spec}: invalid synthetic source, expecting synthetic[:WIDTHxHEIGHT][@FPS]")
-    path = source_path(spec)
+    return _file_source(spec, source_path(spec), source_id=source_id, realtime=realtime, loop=loop, policy=policy,
+                        backend=backend, max_fps=max_fps, shed=shed, record=record)
+
+
+def _file_source(spec: str, path: Path | None, *, source_id: str | None, realtime: bool, loop: bool,
+                 policy: ReconnectPolicy | None, backend: str, max_fps: float | None, shed: bool,
+                 record: str | None) -> Source:
+    """The source of a local file or folder ``path`` (what ``spec`` names): its images, its
+    frames as they are, or with ``realtime`` replayed at its own rate like a camera."""
     assert path is not None
     sid = source_id or (spec.removeprefix("sample:") if spec.startswith("sample:") else path.name)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:

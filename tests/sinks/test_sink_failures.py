@@ -127,8 +127,6 @@ class FailsToFinish(Sink):
 def test_an_output_that_cannot_finish_is_not_called_written(at: str, bikes: Path) -> None:
     """A file whose end could not be written is incomplete: the summary must not say "wrote",
     nor its failure "recovered" because no call failed after it."""
-    from streamer.executors.local import written_lines
-
     sink = FailsToFinish(at)
     pipeline = build_pipeline(str(bikes), DelayModel(0.0), sinks=[sink])
     pipeline.run()
@@ -138,4 +136,4 @@ def test_an_output_that_cannot_finish_is_not_called_written(at: str, bikes: Path
     stats = pipeline.stats()
     assert stats.incomplete_outputs == ("video",)
     assert [line.split(":")[0] for line in stats.failure_lines] == ["output 'video' failed 1 time(s), not finished"]
-    assert written_lines([sink], stats.incomplete_outputs) == ["not complete out.mp4: 250 frames"]
+    assert stats.written_lines([sink]) == ["not complete out.mp4: 250 frames"]
