@@ -144,7 +144,7 @@ def _executor_section(args: argparse.Namespace) -> dict[str, Any]:
     return {"executor": {"kind": kind, **({"address": args.ray_address} if args.ray_address else {})}}
 
 
-def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any:
+def _annotate_config(args: argparse.Namespace, source: str | None = None, many: bool = False) -> Any:
     from streamer.config import from_dict
     from streamer.executors.files import VIDEO_SUFFIXES
     from streamer.sources.file import IMAGE_SUFFIXES
@@ -166,6 +166,8 @@ def _annotate_config(args: argparse.Namespace, source: str | None = None) -> Any
     # The detections go next to the video the user named (same name, .jsonl), else to out/.
     named = output is not None and folder is None and not images
     jsonl = args.jsonl or str(Path(output).with_suffix(".jsonl") if named else (folder or Path("out")) / f"{name}.jsonl")
+    if many:  # each file's outputs are planned with it (executors.files.plan)
+        video = jsonl = image_dir = None
     data = {
         "job": "annotate",
         "source": source,
@@ -181,8 +183,8 @@ def _annotate(args: argparse.Namespace) -> int:
     videos or the Ray executor: one run per file into OUTDIR/<name>.mp4 and .jsonl."""
     from streamer.executors import files
 
-    cfg = _annotate_config(args)
     many = len(args.source) > 1 or any(_holds_videos(s) for s in args.source)
+    cfg = _annotate_config(args, many=many)
     if not many and cfg.executor.kind == "local":
         return _run_job(cfg, not args.no_progress)
     if many and args.jsonl:

@@ -234,7 +234,7 @@ def annotate(cfg: PipelineConfig) -> Recorded:
     """annotate's job: every frame of the recorded ``source`` into the ``output:`` files
     (a video with the input's sound, or drawn images for a folder of images, and JSONL)."""
     source = source_for(cfg)
-    models = planned_models(cfg.model, cfg.classify, files=True)
+    models = planned_models(cfg.model, cfg.classify, files=source.kind == "file")
     sinks = recorded_sinks(cfg.output, source)
     pipeline = build_from_config(cfg, source, models, sinks=sinks.all)
     return Recorded(pipeline, models.model, sinks.counter, sinks.outputs, progress=not sinks.console)
@@ -257,7 +257,7 @@ def watch(cfg: PipelineConfig) -> Live:
     pipeline = build_from_config(cfg, source, models, sinks=sinks.all,
                                  render=sinks.window is not None or bool(cfg.output.video), render_status=True,
                                  extra_status=dropped_line, output=sinks.window is not None)
-    return Live(pipeline, models.model, sinks.counter, sinks.outputs, sinks.window, cfg.output.status_interval_s)
+    return Live(pipeline, models.model, sinks.counter, sinks.reported, sinks.window, cfg.output.status_interval_s)
 
 
 def monitor(cfg: PipelineConfig) -> Monitor:
@@ -343,6 +343,11 @@ class LiveSinks:
     @property
     def all(self) -> list[Sink]:
         return [*self.outputs, self.counter, *self.announced]
+
+    @property
+    def reported(self) -> list[Sink]:
+        """The sinks whose "wrote ..." lines end the summary."""
+        return [*self.outputs, *self.announced]
 
 
 def live_sinks(cfg: PipelineConfig, source: LiveSource) -> LiveSinks:

@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from streamer.errors import AssetError, ConfigError
-from streamer.paths import same_file
 from streamer.postprocess.anchors import AnchorConfig
 from streamer.postprocess.yolo import MAX_NMS
-from streamer.sources import source_path
 
 if TYPE_CHECKING:
     from streamer.sources.live import ReconnectPolicy
@@ -668,10 +666,14 @@ class PipelineConfig:
             _check(not self.events.zones, "events.zones is for monitor pipelines (cameras with zones)")
             if self.job == "auto":
                 object.__setattr__(self, "job", "watch" if _is_live(self.source) else "annotate")
-        self._check_outputs()
+            self._check_outputs()
 
     def _check_outputs(self) -> None:
-        """Refuse outputs that would overwrite the input, or each other."""
+        """Refuse outputs that would overwrite the input, or each other (a monitor's cameras
+        name their own)."""
+        from streamer.paths import same_file
+        from streamer.sources import source_path  # loads the decoders: only for a config with a source
+
         out = self.output
         outputs = [p for p in (out.video, out.jsonl) if p]
         try:

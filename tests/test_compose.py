@@ -93,3 +93,32 @@ def test_nvdec_asked_for_by_name_is_refused_not_ignored() -> None:
     with pytest.raises(ConfigError, match="capture.decode: 'nvdec' is not used by the pipeline yet"):
         source_for(cfg)
     assert source_for(from_dict({"source": "sample:bikes", "capture": {"decode": "auto"}})).kind == "file"
+
+
+def test_watch_reports_what_mqtt_and_the_events_wrote(tmp_path: Path) -> None:
+    """The summary's "wrote ..." lines cover every output of watch: its files, and with
+    ``mqtt:`` the MQTT sink and the events that feed it."""
+    from streamer import compose
+
+    cfg = from_dict({"source": "synthetic:64x48", "job": "watch",
+                     "output": {"window": False, "jsonl": str(tmp_path / "o.jsonl")},
+                     "events": {"path": str(tmp_path / "events.jsonl"), "snapshots": str(tmp_path / "snaps")},
+                     "mqtt": {"host": "127.0.0.1", "port": 1}})
+    job = compose.watch(cfg)
+    assert [s.name for s in job.outputs] == ["jsonl", "mqtt", "events"]
+    sinks = next(s for s in job.pipeline.stages if s.name == "sinks")
+    assert [s.name for s in sinks.sinks if s.name in ("mqtt", "events")] == ["mqtt", "events"]  # MQTT closes last
+
+
+@pytest.mark.parametrize(("source", "workers"), [("sample:bikes", 2), ("synthetic:64x48", 1)])
+def test_annotate_plans_for_what_it_reads(source: str, workers: int, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """A file gets the throughput plan (two calls on a CPU); a live source given to annotate
+    keeps one call, as for watch."""
+    from streamer import compose
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cfg = from_dict({"source": source, "job": "annotate", "model": {"device": "cpu"},
+                     "output": {"video": None, "jsonl": str(tmp_path / "o.jsonl")}})
+    infer = next(s for s in compose.annotate(cfg).pipeline.stages if isinstance(s, InferStage))
+    assert infer.workers == workers

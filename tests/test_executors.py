@@ -92,6 +92,19 @@ def test_plan_names_outputs_and_refuses_clashes(tmp_path: Path) -> None:
     assert [j.video for j in files.plan([str(folder)], tmp_path / "o", video=False)] == [None, None]
 
 
+def test_plan_refuses_to_write_over_an_input(tmp_path: Path) -> None:
+    """Several inputs annotated into the folder that holds them would replace each input with
+    its own annotated copy once the run renames its outputs into place."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"a\.mp4: output path is the same as the input .*a\.mp4"):
+        files.plan([str(folder)], folder)
+    assert [j.video for j in files.plan([str(folder)], tmp_path / "out")] == [str(tmp_path / "out" / n) for n in
+                                                                             ("a.mp4", "b.mp4")]
+
+
 def test_temporary_names_stay_hidden_beside_the_output() -> None:
     assert files.temporary("out/a.mp4", "t0") == str(Path("out/.a.partial-t0.mp4"))
     assert files.temporary("a.jsonl", "t1") == ".a.partial-t1.jsonl"

@@ -118,12 +118,12 @@ def load_model(
     name a line) it takes those class names instead of its own."""
     if backend not in BACKENDS:
         raise ConfigError(f"invalid backend '{backend}', expecting one of {list(BACKENDS)}")
-    return _build_model(model, backend=backend, device=resolve_device(device), threads=threads, half=half, task=task,
-                        names=load_labels(labels) if labels else None, located=resolve_model_path(model))
+    return _build_model(model, located=resolve_model_path(model), backend=backend, device=resolve_device(device),
+                        threads=threads, half=half, task=task, names=load_labels(labels) if labels else None)
 
 
-def _build_model(model: str, *, backend: str, device: str, threads: int | None, half: bool, task: str,
-                 names: tuple[str, ...] | None, located: tuple[Path, str]) -> Model:
+def _build_model(model: str, *, located: tuple[Path, str], backend: str, device: str, threads: int | None,
+                 half: bool, task: str, names: tuple[str, ...] | None) -> Model:
     """The model class for ``model`` (found at ``located``: its file and licence) on ``device``."""
     path, licence = located
     asset = assets.MODELS.get(model)
