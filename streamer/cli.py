@@ -297,7 +297,9 @@ def _interrupts_wait_for_imports() -> Iterator[None]:
     Startup is mostly imports, so that is where an early Ctrl+C lands. Raised inside an
     extension module's set-up, a KeyboardInterrupt becomes an ImportError (pybind11: ONNX
     Runtime, PyTorch), is swallowed by a library's ``except ImportError`` (and the job then
-    runs to its end), or leaves CPython set to kill itself with SIGINT at exit. Delivered
+    runs to its end), or leaves CPython set to kill itself with SIGINT at exit. One raised in
+    a Python function that C code calls back (Numba's compiler loading its cache through a
+    ctypes callback) is printed and dropped there, so it is delivered again too. Delivered
     again, it goes to whichever handler is in place by then: a job's own makes it a stop."""
     usual = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer") or not usual:
@@ -312,11 +314,21 @@ def _interrupts_wait_for_imports() -> Iterator[None]:
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         signal.raise_signal(signal.SIGINT)
 
+    previous_hook = sys.unraisablehook
+
+    def on_unraisable(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)  # dropped where it was raised
+            return
+        previous_hook(unraisable)
+
     previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = on_unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGALRM, previous_alarm)
