@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,6 +291,23 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
+_OWN_CODE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGES = tuple({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+
+
+def _in_a_library(frame: FrameType | None) -> bool:
+    """Whether the innermost code running, the standard library left aside, is an installed
+    package's rather than streamer's own."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(_OWN_CODE):
+            return False
+        if name.startswith(_PACKAGES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def _interrupts_wait_for_imports() -> Iterator[None]:
     """A Ctrl+C that comes while a module is being imported is delivered again once it is done.
@@ -297,17 +315,19 @@ def _interrupts_wait_for_imports() -> Iterator[None]:
     Startup is mostly imports, so that is where an early Ctrl+C lands. Raised inside an
     extension module's set-up, a KeyboardInterrupt becomes an ImportError (pybind11: ONNX
     Runtime, PyTorch), is swallowed by a library's ``except ImportError`` (and the job then
-    runs to its end), or leaves CPython set to kill itself with SIGINT at exit. One raised in
-    a Python function that C code calls back (Numba's compiler loading its cache through a
-    ctypes callback) is printed and dropped there, so it is delivered again too. Delivered
-    again, it goes to whichever handler is in place by then: a job's own makes it a stop."""
+    runs to its end), or leaves CPython set to kill itself with SIGINT at exit. Raised inside
+    a library's own code (Numba's compiler loading its cache), it can leave a half-built
+    object whose finalizer fails later, so it also waits until the library returns. One
+    raised in a Python function that C code calls back (a ctypes callback) is printed and
+    dropped there, so it is delivered again too. Delivered again, it goes to whichever
+    handler is in place by then: a job's own makes it a stop."""
     usual = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer") or not usual:
         yield  # another thread, Windows, or Ctrl+C ignored (started in the background): as it is
         return
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if not _importing(frame):
+        if not _importing(frame) and not _in_a_library(frame):
             raise KeyboardInterrupt
         signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
 

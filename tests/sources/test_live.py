@@ -150,7 +150,11 @@ def test_overload_latency_does_not_grow() -> None:
     t = np.array([w for w, _ in sink.rows])
     first = lat_ms[t <= t[0] + 10]
     last = lat_ms[t >= t[-1] - 10]
-    assert np.median(last) <= np.median(first) * 1.05 + 5, (np.median(first), np.median(last))
+    # A frame waits in the source's slot for up to one frame period before the model takes it,
+    # and the beat between 30 fps and a ~100 ms model moves that wait slowly across the whole
+    # period, so a 10 s window's median can sit anywhere in it. Frames queueing up would add
+    # a model call (100 ms) each.
+    assert np.median(last) <= np.median(first) + period * 1000 + 5, (np.median(first), np.median(last))
     assert len(sink.rows) > 400  # ~9.5 fps through a 100 ms model
     dropped = pipeline.dropped + source.dropped
     assert dropped > 1000
