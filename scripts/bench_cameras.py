@@ -75,11 +75,11 @@ def config(way: str, urls: list[str]) -> dict[str, Any]:
 
 def measure(way: str, urls: list[str], warmup_s: float, seconds: float) -> dict[str, Any]:
     """One child's run: the monitor built from ``config``, measured after the warm-up."""
-    from streamer.config import from_dict
     from streamer.compose import monitor as build_monitor
+    from streamer.config import from_dict
 
     monitor = build_monitor(from_dict(config(way, urls)))
-    stats = monitor.camera_stats
+    stats = monitor.sinks.camera_stats
     latencies: list[float] = []
     counts = dict.fromkeys(monitor.cameras, 0)
     window = {"on": False}

@@ -119,40 +119,37 @@ def test_ctrl_c_during_an_import_is_delivered_once_the_import_is_done(tmp_path: 
         "    pass\n"
         "finished = True\n"
     )
-    proc = run_models_command(tmp_path, "import sys; sys.path.insert(0, '.')\n"
-                                        "import slow_to_import\n"
-                                        "print('imported', slow_to_import.finished, flush=True)\n"
-                                        "import time; time.sleep(5)\n"
-                                        "print('not stopped')\n"
-                                        "return []")
-    assert proc.stdout.splitlines() == ["imported True"], (proc.stdout, proc.stderr)
+    stopped_after(tmp_path, "import sys; sys.path.insert(0, '.')\n"
+                            "import slow_to_import\n"
+                            "print(f'imported {slow_to_import.finished}', flush=True)\n", "imported True")
+
+
+def stopped_after(tmp_path: Path, body: str, printed: str) -> None:
+    """``streamer models`` running ``body`` (which interrupts itself), then 5 s of sleep: it
+    must print ``printed``, then stop with exit 130 and one line, never reaching its end."""
+    proc = run_models_command(tmp_path, body + "import time; time.sleep(5)\nprint('not stopped')\nreturn []")
+    assert proc.stdout.splitlines() == [printed], (proc.stdout, proc.stderr)
     assert proc.returncode == 130, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "streamer: interrupted", proc.stderr
+    assert proc.stderr.strip().splitlines() == ["streamer: interrupted"], proc.stderr
 
 
 def test_ctrl_c_in_a_callback_from_c_is_delivered_again(tmp_path: Path) -> None:
     """A KeyboardInterrupt raised in a Python function that C code called (a ctypes callback,
     as Numba's compiler uses when it loads its cache) is printed and dropped by ctypes: the
     command would run on. It is delivered again once the callback has returned."""
-    proc = run_models_command(tmp_path, "import ctypes, ctypes.util, os, signal, time\n"
-                                        "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
-                                        "CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), "
-                                        "ctypes.POINTER(ctypes.c_int))\n"
-                                        "def compare(a, b):\n"
-                                        "    os.kill(os.getpid(), signal.SIGINT)\n"
-                                        "    deadline = time.monotonic() + 0.05\n"
-                                        "    while time.monotonic() < deadline:\n"
-                                        "        pass\n"
-                                        "    return a[0] - b[0]\n"
-                                        "values = (ctypes.c_int * 2)(2, 1)\n"
-                                        "libc.qsort(values, 2, ctypes.sizeof(ctypes.c_int), CMP(compare))\n"
-                                        "print('sorted', list(values), flush=True)\n"
-                                        "time.sleep(5)\n"
-                                        "print('not stopped')\n"
-                                        "return []")
-    assert proc.stdout.splitlines() == ["sorted [1, 2]"], (proc.stdout, proc.stderr)
-    assert proc.returncode == 130, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["streamer: interrupted"], proc.stderr
+    stopped_after(tmp_path, "import ctypes, ctypes.util, os, signal, time\n"
+                            "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
+                            "CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), "
+                            "ctypes.POINTER(ctypes.c_int))\n"
+                            "def compare(a, b):\n"
+                            "    os.kill(os.getpid(), signal.SIGINT)\n"
+                            "    deadline = time.monotonic() + 0.05\n"
+                            "    while time.monotonic() < deadline:\n"
+                            "        pass\n"
+                            "    return a[0] - b[0]\n"
+                            "values = (ctypes.c_int * 2)(2, 1)\n"
+                            "libc.qsort(values, 2, ctypes.sizeof(ctypes.c_int), CMP(compare))\n"
+                            "print(f'sorted {list(values)}', flush=True)\n", "sorted [1, 2]")
 
 
 def test_an_import_error_a_ctrl_c_caused_is_an_interrupt(tmp_path: Path) -> None:
