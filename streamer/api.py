@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from streamer.compose import build_from_config, plan_for, source_for
+from streamer.compose import build_from_config, models_for, source_for
 from streamer.config import DetectConfig, ModelConfig, PipelineConfig, QueueSettings, TrackConfig
-from streamer.models import Model, model_for
+from streamer.models import Model
 from streamer.pipeline import Pipeline, QueueConfig
 from streamer.sinks.base import Sink
 from streamer.sources import Source
@@ -51,8 +51,7 @@ def build_pipeline(
     queue_cfg = QueueSettings() if queue is None else QueueSettings(size=queue.size, policy=queue.policy.value)
     cfg = _config(source, model=model_cfg, queue=queue_cfg)
     src = source_for(cfg) if isinstance(source, str) else source
-    return build_from_config(cfg, src, plan_for(model_cfg, src, model_for(model_cfg) if isinstance(model, str) else model),
-                             sinks=sinks)
+    return build_from_config(cfg, src, models_for(cfg, src, None if isinstance(model, str) else model), sinks=sinks)
 
 
 def stream(
@@ -94,7 +93,7 @@ def stream(
         lines=lines, zones=zones,
     )
     src = source_for(cfg) if isinstance(source, str) else source
-    pipeline = build_from_config(cfg, src, plan_for(model_cfg, src, model_for(model_cfg) if isinstance(model, str) else model),
+    pipeline = build_from_config(cfg, src, models_for(cfg, src, None if isinstance(model, str) else model),
                                  render=render, render_copy=True, output=True)
     with pipeline:
         yield from pipeline

@@ -8,7 +8,7 @@ part its own sections once:
 
 1. the source: :func:`source_for` (the one ``make_source`` call; ``source`` or each camera,
    with the ``capture:`` section);
-2. the models: :func:`streamer.models.planned_models` (``model:`` and ``classify:``: how the
+2. the models: :func:`models_for`, :func:`streamer.models.planned_models` (``model:`` and ``classify:``: how the
    model runs on the device it resolves to, and the models built for that);
 3. the sinks: one function per job (:func:`recorded_sinks`, :func:`live_sinks`,
    :func:`monitor_sinks`) builds every output of the ``output:``, ``cameras:``,
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from streamer.config import ModelConfig, OutputConfig, PipelineConfig
+from streamer.config import OutputConfig, PipelineConfig
 from streamer.errors import ConfigError
 from streamer.executors.local import Live, Recorded
 from streamer.models import Model, PlannedModels, inference_plan, planned_models
@@ -164,7 +164,7 @@ def build_from_config(
     output: bool = False,
 ) -> Pipeline:
     """The pipeline ``cfg`` describes, reading ``source`` with ``models`` (the model run as
-    their plan says, see :func:`streamer.models.planned_models` and :func:`plan_for`) into ``sinks``:
+    their plan says, see :func:`models_for`) into ``sinks``:
     source → preprocess → infer → postprocess → [track] → [classify] → [render] → [sinks].
 
     The source's kind decides what a config means for it: a file (``"file"``) gets the
@@ -203,12 +203,16 @@ def build_from_config(
                     workers=plan.workers, output=output, stage_timeout_s=cfg.stage_timeout_s)
 
 
-def plan_for(cfg: ModelConfig, source: Source, model: Model) -> PlannedModels:
-    """``model`` (built elsewhere: it keeps its own threads) with the inference plan of the
-    ``model:`` section for what ``source`` is, on the model's device."""
+def models_for(cfg: PipelineConfig, source: Source, model: Model | None = None) -> PlannedModels:
+    """The job's models for what ``source`` is: the ``model:`` section's model, built with the
+    threads of its plan, and the ``classify:`` section's classifier (see
+    :func:`streamer.models.planned_models`); or ``model``, built elsewhere (it keeps its own
+    threads), with the plan for its device."""
     kind = source.kind
-    return PlannedModels(inference_plan(str(model.device), cfg, files=kind == "file",
-                                        cameras=source.streams if kind == "cameras" else 0), model)
+    files, cameras = kind == "file", source.streams if kind == "cameras" else 0
+    if model is not None:
+        return PlannedModels(inference_plan(str(model.device), cfg.model, files=files, cameras=cameras), model)
+    return planned_models(cfg.model, cfg.classify, files=files, cameras=cameras)
 
 
 def build_remote_from_config(cfg: PipelineConfig, source: Source, receive: Stage, *, sinks: Sequence[Sink],
@@ -234,7 +238,7 @@ def annotate(cfg: PipelineConfig) -> Recorded:
     """annotate's job: every frame of the recorded ``source`` into the ``output:`` files
     (a video with the input's sound, or drawn images for a folder of images, and JSONL)."""
     source = source_for(cfg)
-    models = planned_models(cfg.model, cfg.classify, files=source.kind == "file")
+    models = models_for(cfg, source)
     sinks = recorded_sinks(cfg.output, source)
     pipeline = build_from_config(cfg, source, models, sinks=sinks.all)
     return Recorded(pipeline, models.model, sinks.counter, sinks.outputs, progress=not sinks.console)
@@ -248,7 +252,7 @@ def watch(cfg: PipelineConfig) -> Live:
     source = source_for(cfg, live=True)
     if not isinstance(source, LiveSource):
         raise ConfigError(f"{cfg.source}: watch needs a live source (a webcam index, a URL, synthetic or a video file)")
-    models = planned_models(cfg.model, cfg.classify, files=False)
+    models = models_for(cfg, source)
     sinks = live_sinks(cfg, source)
 
     def dropped_line() -> list[str]:  # drawn on each frame, once ``pipeline`` below exists
@@ -266,7 +270,7 @@ def monitor(cfg: PipelineConfig) -> Monitor:
     cameras = cameras_for(cfg)
     names = list(cameras)
     source = MultiSource(cameras)
-    models = planned_models(cfg.model, cfg.classify, files=False, cameras=len(names))
+    models = models_for(cfg, source)
     # The dashboard and MQTT ask the monitor built last for its stats and camera states.
     sinks = monitor_sinks(cfg, names, lambda: run.stats(), lambda: {name: run.camera_state(name) for name in names},
                           copies=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streamer.compose import build_from_config, plan_for
+from streamer.compose import build_from_config, models_for
 from streamer.config import from_dict
 from streamer.models import inference_plan
 from streamer.sinks.jsonl import JsonlSink
@@ -57,7 +57,7 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
     source = _source(data)
     live = source.live
     model = DelayModel(0.0)
-    p = build_from_config(cfg, source, plan_for(cfg.model, source, model), sinks=[JsonlSink(tmp_path / "o.jsonl")],
+    p = build_from_config(cfg, source, models_for(cfg, source, model), sinks=[JsonlSink(tmp_path / "o.jsonl")],
                           render=True if live else None)
     assert [s.name for s in p.stages] == stages
     assert p.source is source and p.stage_timeout_s == cfg.stage_timeout_s
@@ -78,7 +78,7 @@ def test_a_config_becomes_the_pipeline_it_describes(tmp_path: Path, data: dict[s
 def test_the_job_adds_its_own_parts(tmp_path: Path) -> None:
     cfg = from_dict({"source": "synthetic:64x48"})
     source = _source({"source": "synthetic:64x48"})
-    p = build_from_config(cfg, source, plan_for(cfg.model, source, DelayModel(0.0)), sinks=[],
+    p = build_from_config(cfg, source, models_for(cfg, source, DelayModel(0.0)), sinks=[],
                           render=True, render_status=True, extra_status=lambda: ["x"], output=True)
     render = next(s for s in p.stages if isinstance(s, RenderStage))
     assert render.status and render.extra_status is not None and render.extra_status() == ["x"]
@@ -122,3 +122,14 @@ def test_annotate_plans_for_what_it_reads(source: str, workers: int, monkeypatch
                      "output": {"video": None, "jsonl": str(tmp_path / "o.jsonl")}})
     infer = next(s for s in compose.annotate(cfg).pipeline.stages if isinstance(s, InferStage))
     assert infer.workers == workers
+
+
+def test_build_pipeline_builds_its_model_with_the_threads_of_its_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model named to ``build_pipeline`` is built for the calls it runs, as the jobs' are:
+    two calls at once on a 2-core CPU take one thread each, not every core each."""
+    from streamer.api import build_pipeline
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    p = build_pipeline("sample:bikes", "yolo11n", workers=2)
+    infer = next(s for s in p.stages if isinstance(s, InferStage))
+    assert (infer.workers, infer.model.threads) == (2, 1)
