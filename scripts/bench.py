@@ -129,11 +129,10 @@ def model_only_configs() -> dict[str, tuple[str, int, int, int]]:
     """name -> (backend, batch, workers, threads): one call on every inference thread at batch 1
     and 2, and what ``annotate`` runs by default on this machine (``models.inference_plan``)."""
     from streamer.config import ModelConfig
-    from streamer.models import inference_plan, model_for
+    from streamer.models import planned_models
 
-    cfg = ModelConfig(device="cpu")
-    plan = inference_plan("cpu", cfg, files=True)
-    planned = model_for(cfg, plan.threads).threads  # the backend's default when the plan leaves it
+    models = planned_models(ModelConfig(device="cpu"), files=True)
+    plan, planned = models.plan, models.model.threads  # the backend's default when the plan leaves it
     threads = default_threads()
     configs = {
         f"onnxruntime, 1 call x {threads} threads, batch 1": ("onnxruntime", 1, 1, threads),

@@ -187,14 +187,13 @@ def bench_e2e(rounds: int, tmp: Path, clip: Path) -> None:
 
     from streamer.api import build_pipeline
     from streamer.config import ModelConfig
-    from streamer.models import inference_plan, load_model, model_for, resolve_device
+    from streamer.models import load_model, planned_models
     from streamer.sinks.jsonl import JsonlSink
     from streamer.sources.file import VideoFileSource
 
-    cfg = ModelConfig()
-    plan = inference_plan(resolve_device(cfg.device), cfg, files=True)
-    batch, workers = plan.batch, plan.workers
-    threads = model_for(cfg, plan.threads).threads  # the backend's default when the plan leaves it
+    models = planned_models(ModelConfig(), files=True)
+    batch, workers = models.plan.batch, models.plan.workers
+    threads = models.model.threads  # the backend's default when the plan leaves it
     x = prepared_inputs(str(clip))
 
     def model_alone() -> float:

@@ -40,6 +40,7 @@ from streamer.runtime import configure_threads
 from streamer.sinks.base import ForSource, Sink
 from streamer.sinks.cameras import CameraStats
 from streamer.sinks.counting import CountingSink
+from streamer.sinks.events import events_from
 from streamer.sinks.images import ConsoleSink, ImageFolderSink
 from streamer.sinks.jsonl import JsonlSink
 from streamer.sinks.video import VideoSink
@@ -292,7 +293,7 @@ def ray_monitor(cfg: PipelineConfig, ray: ModuleType) -> RayMonitor:
     source = RayCameras(ray, cfg, names)
     sinks = monitor_sinks(cfg, names, lambda: run.stats())
     pipeline = build_remote_from_config(cfg, source, ReceiveStage(), sinks=sinks.all, render=TileRenderStage)
-    run = RayMonitor(ray=ray, names=names, source=source, pipeline=pipeline, sinks=sinks, model_cfg=cfg.model,
+    run = RayMonitor(names=names, source=source, pipeline=pipeline, sinks=sinks, model_cfg=cfg.model,
                      tracking=cfg.tracking is not None)
     return run
 
@@ -369,9 +370,7 @@ def live_sinks(cfg: PipelineConfig, source: LiveSource) -> LiveSinks:
     if mqtt is not None:
         announced.append(mqtt)
         if cfg.events_on:
-            from streamer.sinks.events import events_from
-
-            announced.append(events_from(cfg.events, [mqtt.on_event]))
+            announced.append(events_from(cfg.events, mqtt))
     return LiveSinks(window, outputs, CountingSink(), announced)
 
 
@@ -382,7 +381,7 @@ def monitor_sinks(cfg: PipelineConfig, names: Sequence[str], stats: Callable[[],
     as its ``cameras:`` entry names them, MQTT (with ``states``: each camera's state) and the
     events. With ``copies`` a recording without ``record_boxes`` is the camera's own (made by
     its source, see :func:`source_for`), not a sink."""
-    mqtt = mqtt_for(cfg, names, states) if states is not None else None
+    mqtt = mqtt_for(cfg, names, states)
     hub = server = None
     if cfg.dashboard.enabled:
         from streamer.sinks.dashboard import DashboardHub, DashboardServer  # the web server: only when asked for
@@ -399,11 +398,7 @@ def monitor_sinks(cfg: PipelineConfig, names: Sequence[str], stats: Callable[[],
         if cam.record and (cam.record_boxes or not copies):
             camera_outputs.append(ForSource(VideoSink(cam.record, fps=None, measure_fps=True,
                                                       **cfg.output.video_options), name))
-    events = None
-    if cfg.events_on:
-        from streamer.sinks.events import events_from
-
-        events = events_from(cfg.events, [mqtt.on_event] if mqtt is not None else ())
+    events = events_from(cfg.events, mqtt) if cfg.events_on else None
     return MonitorSinks(camera_stats, camera_outputs, hub=hub, server=server, mqtt=mqtt, events=events)
 
 

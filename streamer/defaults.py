@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from streamer.queues import Policy, QueueConfig
 
-__all__ = ["QUEUES", "QueueConfig", "QueueDefault", "queue_for", "queue_table"]
+__all__ = ["QUEUES", "QueueDefault", "queue_for", "queue_table"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
-from streamer.defaults import QueueConfig, queue_for
+from streamer.defaults import queue_for
 from streamer.errors import StageError, StreamerError
-from streamer.queues import END, BoundedQueue, Empty, Policy
+from streamer.queues import END, BoundedQueue, Empty, Policy, QueueConfig
 from streamer.sources.base import TIMEOUT, Source
 from streamer.stats import PipelineStats, StageMeter
 from streamer.types import Result

@@ -154,15 +154,7 @@ class PostprocessStage(Stage):
         self.params = params
         self.anchor_config = anchors
         self._anchors: np.ndarray | None = None
-        self._masks: dict[int, np.ndarray] = {}
         self._names: tuple[str, ...] = ()
-
-    def class_mask(self, nc: int) -> np.ndarray:
-        """(nc,) bool: True for the classes to keep (``params.classes``), made once per size."""
-        mask = self._masks.get(nc)
-        if mask is None:
-            mask = self._masks[nc] = keep_mask(self.params.classes, nc)
-        return mask
 
     def open(self) -> None:
         self.model.ensure_open()
@@ -197,13 +189,13 @@ class PostprocessStage(Stage):
             columns = raw.shape[-1] - 4 if raw.ndim == 2 and raw.shape[0] == cfg.num_anchors else raw.shape[0] - 4
             loc, scores = ssd_output_split(raw, cfg.num_anchors, columns)
             item.detections = decode_anchor_detections(
-                loc, scores, self._anchors, self.class_mask(cfg.num_foreground(columns)), lb, cfg,
+                loc, scores, self._anchors, keep_mask(p.classes, cfg.num_foreground(columns)), lb, cfg,
                 conf=p.conf, iou=p.iou, max_det=p.max_det, max_nms=p.max_nms,
             )
         else:
             item.detections = decode_detections(
-                raw, self._layout, self.class_mask(max(len(self._names), 1)), lb, conf=p.conf, iou=p.iou, agnostic=p.agnostic,
-                multi_label=p.multi_label, max_det=p.max_det, max_nms=p.max_nms,
+                raw, self._layout, keep_mask(p.classes, max(len(self._names), 1)), lb, conf=p.conf, iou=p.iou,
+                agnostic=p.agnostic, multi_label=p.multi_label, max_det=p.max_det, max_nms=p.max_nms,
             )
         item.raw = None
         item.names = self._names
@@ -273,7 +265,7 @@ class TrackStage(Stage):
         if state is None:
             from streamer.track import Tracker
 
-            tracker = Tracker(**self.settings.tracker_settings(self.source.fps_of(source_id) or None))
+            tracker = Tracker(**self.settings.tracker_settings(self.source.fps_of(source_id)))
             lines, zones = self.geometry.get(source_id) or self.geometry.get(None) or ((), ())
             analytics = None
             if lines or zones:
@@ -393,7 +385,7 @@ class ClassifyStage(Stage):
         if item.detections is None:
             return item
         frame = item.frame
-        t = frame_time(frame, self.live, self.source.fps_of(frame.source_id) or None)
+        t = frame_time(frame, self.live, self.source.fps_of(frame.source_id))
         self.classifier(frame.source_id).classify(frame.image, item.detections, t)
         assert self.model is not None
         item.object_names = self.model.info.names

@@ -399,7 +399,7 @@ class RayCameras(Source):
 
     def fps_of(self, source_id: str) -> float | None:
         state = self.cameras.get(source_id)
-        return state.fps if state is not None else None
+        return state.fps or None if state is not None else None
 
     @property
     def dropped(self) -> int:
@@ -421,7 +421,6 @@ class RayCameras(Source):
 class RayMonitor(MonitorRun):
     """The monitor's driver on Ray: the same sinks, stats and dashboard as in-process."""
 
-    ray: ModuleType
     source: RayCameras
 
     # ------------------------------------------------------------------ stats

@@ -134,12 +134,11 @@ class InferenceWorker:
 
     def __init__(self, cfg: PipelineConfig, batch: int, batch_timeout_s: float) -> None:
         from streamer.compose import model_stages
-        from streamer.models import inference_plan, model_for, resolve_device
+        from streamer.models import planned_models
         from streamer.runtime import configure_threads
 
         configure_threads()
-        plan = inference_plan(resolve_device(cfg.model.device), cfg.model, files=False)
-        model = model_for(cfg.model, plan.threads)
+        model = planned_models(cfg.model, files=False).model
         self.model = model
         # The same stages as in-process. The preprocess stage is opened only to settle the
         # input size the model takes (its own size when fixed); the cameras letterbox with

@@ -7,6 +7,8 @@ expected and what was found, so no Numba typing error or out-of-bounds access ca
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from streamer.errors import ModelError
@@ -54,9 +56,10 @@ def decode_detections(
     return Detections(boxes, scores, cls)
 
 
+@functools.lru_cache(maxsize=64)
 def keep_mask(classes: tuple[int, ...] | None, nc: int) -> np.ndarray:
     """(nc,) bool: True for the class ids in ``classes`` (None: every class); ids out of range
-    are ignored."""
+    are ignored. Made once per (classes, nc) and shared by every caller: never modified."""
     mask = np.ones(nc, np.bool_)
     if classes is not None:
         mask[:] = False

@@ -48,6 +48,7 @@ from streamer.types import Result
 
 if TYPE_CHECKING:
     from streamer.config import EventsConfig
+    from streamer.sinks.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -464,11 +465,12 @@ class EventSink(Sink):
         return text
 
 
-def events_from(cfg: EventsConfig, listeners: Sequence[EventListener] = ()) -> EventSink:
-    """The event sink an ``events:`` section describes (not opened yet), telling ``listeners``
-    of every event as it happens."""
+def events_from(cfg: EventsConfig, mqtt: MqttSink | None = None) -> EventSink:
+    """The event sink an ``events:`` section describes (not opened yet), telling ``mqtt`` of
+    every event as it happens."""
     return EventSink(
         cfg.path, cfg.snapshots, cfg.track, min_confidence=cfg.min_confidence, min_frames=cfg.min_frames,
         gone_after_s=cfg.gone_after_s, zones=cfg.zones, loiter_s=cfg.loiter_s, webhook=cfg.webhook,
-        webhook_retries=cfg.webhook_retries, webhook_timeout_s=cfg.webhook_timeout_s, listeners=listeners,
+        webhook_retries=cfg.webhook_retries, webhook_timeout_s=cfg.webhook_timeout_s,
+        listeners=[mqtt.on_event] if mqtt is not None else (),
     )

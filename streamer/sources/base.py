@@ -55,8 +55,8 @@ class Source(ABC):
 
     def fps_of(self, source_id: str) -> float | None:
         """The nominal frame rate of the stream ``source_id`` (a source of several streams
-        knows each one's; a single stream is the source itself)."""
-        return self.fps
+        knows each one's; a single stream is the source itself), or None when not known."""
+        return self.fps or None
 
     def describe(self) -> str:
         """What the source reads, for logs and stats (a URL with its password masked)."""

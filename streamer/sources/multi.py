@@ -57,7 +57,7 @@ class MultiSource(Source):
 
     def fps_of(self, source_id: str) -> float | None:
         camera = self.cameras.get(source_id)
-        return camera.fps if camera is not None else None
+        return camera.fps or None if camera is not None else None
 
     @property
     def dropped(self) -> int:
