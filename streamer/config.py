@@ -671,18 +671,16 @@ class PipelineConfig:
     def _check_outputs(self) -> None:
         """Refuse outputs that would overwrite the input, or each other (a monitor's cameras
         name their own)."""
-        from streamer.paths import same_file
+        from streamer.paths import overwritten, same_file
         from streamer.sources import source_path  # loads the decoders: only for a config with a source
 
         out = self.output
-        outputs = [p for p in (out.video, out.jsonl) if p]
         try:
             src = source_path(self.source) if self.source else None
         except AssetError:
             src = None  # not a sample this installation has: building the source says so
-        for path in outputs if src is not None else ():
-            _check(not same_file(Path(path), src),
-                   f"{path}: output path is the same as the input {self.source}; choose another output")
+        clash = overwritten((out.video, out.jsonl), src)
+        _check(clash is None, f"{clash}: output path is the same as the input {self.source}; choose another output")
         _check(not (out.video and out.jsonl and same_file(Path(out.video), Path(out.jsonl))),
                f"{out.video}: the video and JSONL outputs must be different files")
 

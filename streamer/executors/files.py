@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from streamer.config import PipelineConfig
 from streamer.errors import ConfigError, StageError, StreamerError
-from streamer.paths import same_file
+from streamer.paths import overwritten
 from streamer.progress import format_duration
 from streamer.sources import source_path
 
@@ -79,10 +79,9 @@ def plan(sources: list[str], outdir: str | os.PathLike[str], video: bool = True)
             raise ConfigError(f"{spec} and {seen[name]} would both write {out / name}.*: rename one")
         seen[name] = spec
         job = FileJob(spec, name, str(out / f"{name}.mp4") if video else None, str(out / f"{name}.jsonl"))
-        src = source_path(spec)
-        for final in (job.video, job.jsonl):
-            if final is not None and src is not None and same_file(Path(final), src):
-                raise ConfigError(f"{final}: output path is the same as the input {spec}; choose another output folder")
+        clash = overwritten((job.video, job.jsonl), source_path(spec))
+        if clash is not None:
+            raise ConfigError(f"{clash}: output path is the same as the input {spec}; choose another output folder")
         jobs.append(job)
     return jobs
 
