@@ -79,7 +79,7 @@ def measure(way: str, urls: list[str], warmup_s: float, seconds: float) -> dict[
     from streamer.config import from_dict
 
     monitor = build_monitor(from_dict(config(way, urls)))
-    stats = monitor.sinks.camera_stats
+    stats = monitor.camera_stats
     latencies: list[float] = []
     counts = dict.fromkeys(monitor.cameras, 0)
     window = {"on": False}

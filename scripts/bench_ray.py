@@ -51,9 +51,9 @@ def measure(monitor: Any, warmup_s: float, seconds: float) -> tuple[float, dict[
     monitor.start()
     try:
         time.sleep(warmup_s)
-        f0, t0 = monitor.sinks.camera_stats.frames, time.monotonic()
+        f0, t0 = monitor.camera_stats.frames, time.monotonic()
         time.sleep(seconds)
-        f1, t1 = monitor.sinks.camera_stats.frames, time.monotonic()
+        f1, t1 = monitor.camera_stats.frames, time.monotonic()
         stats = monitor.stats()
     finally:
         monitor.stop()

@@ -90,6 +90,30 @@ class MonitorRun:
     tracking: bool
     started_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def camera_stats(self) -> CameraStats:
+        return self.sinks.camera_stats
+
+    @property
+    def camera_outputs(self) -> list[Sink]:
+        return self.sinks.camera_outputs
+
+    @property
+    def events(self) -> EventSink | None:
+        return self.sinks.events
+
+    @property
+    def mqtt(self) -> MqttSink | None:
+        return self.sinks.mqtt
+
+    @property
+    def hub(self) -> DashboardHub | None:
+        return self.sinks.hub
+
+    @property
+    def server(self) -> DashboardServer | None:
+        return self.sinks.server
+
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -106,20 +130,20 @@ class MonitorRun:
     def measured(self, name: str) -> dict[str, Any]:
         """The fields of camera ``name``'s status that its results give, whatever the executor:
         fps, latency, frames, and its tracks and counts."""
-        meter = self.sinks.camera_stats.meters[name]
+        meter = self.camera_stats.meters[name]
         p50, p95 = meter.percentiles()
         return {"fps": round(meter.fps(), 2), "latency_ms_p50": round(p50, 1), "latency_ms_p95": round(p95, 1),
-                "latency_histogram": self.sinks.camera_stats.latency[name].snapshot(), "frames": meter.processed,
+                "latency_histogram": self.camera_stats.latency[name].snapshot(), "frames": meter.processed,
                 "extras": self.camera_extras(name)}
 
     def camera_extras(self, name: str) -> dict[str, Any]:
         """Tracks in view and line and zone counts for camera ``name``'s stats."""
         extras: dict[str, Any] = {}
         if self.tracking:
-            extras["tracks_in_view"] = self.sinks.camera_stats.in_view.get(name, 0)
-        analytics = self.sinks.camera_stats.analytics.get(name)
+            extras["tracks_in_view"] = self.camera_stats.in_view.get(name, 0)
+        analytics = self.camera_stats.analytics.get(name)
         if analytics is not None:
-            extras.update(analytics.to_record(self.sinks.camera_stats.names))
+            extras.update(analytics.to_record(self.camera_stats.names))
         return extras
 
     def status_lines(self) -> list[str]:
@@ -146,9 +170,9 @@ class MonitorRun:
 
     def start(self) -> None:
         self.pipeline.open()
-        if self.sinks.server is not None:
+        if self.server is not None:
             try:
-                self.sinks.server.start()
+                self.server.start()
             except BaseException:
                 self.pipeline.close()
                 raise
@@ -159,10 +183,10 @@ class MonitorRun:
         self.pipeline.stop()
         stopped = self.pipeline.join(timeout=STOP_GRACE_S)
         self.pipeline.close(timeout_s=10.0 if stopped else 2.0)
-        if self.sinks.server is not None:
-            self.sinks.server.stop()
-        if self.sinks.hub is not None:
-            self.sinks.hub.close()
+        if self.server is not None:
+            self.server.stop()
+        if self.hub is not None:
+            self.hub.close()
 
 
 @dataclass(kw_only=True, eq=False)
@@ -179,8 +203,8 @@ class Monitor(MonitorRun):
         """What camera ``name`` decodes and what the model takes of it (see :class:`Shedding`)."""
         camera = self.cameras[name]
         window = self.source.shed.windows[name]
-        inferred = self.sinks.camera_stats.meters[name].fps(now)
-        newest = self.sinks.camera_stats.newest.get(name)
+        inferred = self.camera_stats.meters[name].fps(now)
+        newest = self.camera_stats.newest.get(name)
         return Shedding(
             decode_level=camera.decode.level,
             decoded_fps=round(window.decoded_fps, 2),
@@ -229,6 +253,6 @@ class Monitor(MonitorRun):
             },
             "cameras": cameras,
             "stages": stages,
-            "events": self.sinks.events.recent(20) if self.sinks.events is not None else [],
-            **({"mqtt": self.sinks.mqtt.stats()} if self.sinks.mqtt is not None else {}),
+            "events": self.events.recent(20) if self.events is not None else [],
+            **({"mqtt": self.mqtt.stats()} if self.mqtt is not None else {}),
         }

@@ -59,7 +59,7 @@ def monitoring(cameras: dict[str, dict[str, Any]], **sections: Any) -> Iterator[
 
 
 def results(monitor: Monitor) -> dict[str, int]:
-    return {name: meter.processed for name, meter in monitor.sinks.camera_stats.meters.items()}
+    return {name: meter.processed for name, meter in monitor.camera_stats.meters.items()}
 
 
 def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict[str, Path]) -> None:
@@ -71,15 +71,15 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
         oldest: dict[str, float] = {}
         latencies: list[float] = []
         seen = results(monitor)
-        write = monitor.sinks.camera_stats.write
+        write = monitor.camera_stats.write
 
         def timed(result: Any) -> None:
             latencies.append(time.monotonic() - result.frame.captured_at)
             write(result)
 
-        monitor.sinks.camera_stats.write = timed  # type: ignore[method-assign]
+        monitor.camera_stats.write = timed  # type: ignore[method-assign]
         with Chromium(size=(1600, 1000)) as browser:
-            browser.goto(monitor.sinks.server.url)
+            browser.goto(monitor.server.url)
             browser.wait_for(f"{READY} && {PAINTED} && document.images.length === 16", timeout=40)
             pictures: dict[str, set[str]] = {}
             ended = time.monotonic() + 10
@@ -94,7 +94,7 @@ def test_sixteen_cameras_stay_fresh_and_every_dashboard_tile_updates(clips: dict
             texts = browser.evaluate("Array.from(document.querySelectorAll('.tile .status')).map(s => s.textContent)")
         got = {name: n - seen[name] for name, n in results(monitor).items()}
         stats = monitor.stats()
-        with urllib.request.urlopen(monitor.sinks.server.url + "metrics", timeout=10) as response:
+        with urllib.request.urlopen(monitor.server.url + "metrics", timeout=10) as response:
             metrics = response.read().decode()
     assert all(n > 0 for n in got.values()), got
     assert max(oldest.values()) < 5.0, oldest

@@ -161,8 +161,8 @@ def test_four_cameras_over_the_nodes_dashboard_and_a_node_lost(cluster, tmp_path
     monitor = ray_monitor(cfg, ray)
     monitor.start()
     try:
-        assert monitor.sinks.server is not None
-        base = monitor.sinks.server.url
+        assert monitor.server is not None
+        base = monitor.server.url
 
         def cams() -> dict[str, Any]:
             return get_json(base + "api/stats")["cameras"]

@@ -211,9 +211,9 @@ def drive(monitor: MonitorRun, err: TextIO, *, status_interval_s: float, duratio
     """
     started = time.monotonic()
     monitor.start()
-    if monitor.sinks.server is not None:
-        err.write(f"dashboard: {monitor.sinks.server.url}\n")
-        print(f"dashboard: {monitor.sinks.server.url}", flush=True)
+    if monitor.server is not None:
+        err.write(f"dashboard: {monitor.server.url}\n")
+        print(f"dashboard: {monitor.server.url}", flush=True)
     err.write(banner + "\n")
     err.flush()
     next_status = time.monotonic() + status_interval_s
@@ -237,12 +237,12 @@ def drive(monitor: MonitorRun, err: TextIO, *, status_interval_s: float, duratio
         monitor.stop()
     monitor.pipeline.raise_error()
     elapsed = time.monotonic() - started
-    summary = RunSummary(monitor.sinks.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
+    summary = RunSummary(monitor.camera_stats.frames, elapsed, stopper.signum is not None, signum=stopper.signum)
     stats = monitor.pipeline.stats()
     source_note = monitor.source.summary()
     summary.lines = [headline(summary, elapsed), *lines, *extra(), *([source_note] if source_note else []),
                      *sink_failure_lines(stats, summary),
-                     *stats.written_lines([*monitor.sinks.camera_outputs, monitor.sinks.events, monitor.sinks.mqtt])]
+                     *stats.written_lines([*monitor.camera_outputs, monitor.events, monitor.mqtt])]
     return summary
 
 

@@ -478,5 +478,5 @@ class RayMonitor(MonitorRun):
             },
             "cameras": cameras,
             "stages": stages,
-            "events": self.sinks.events.recent(20) if self.sinks.events is not None else [],
+            "events": self.events.recent(20) if self.events is not None else [],
         }

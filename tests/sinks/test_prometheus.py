@@ -51,7 +51,7 @@ def monitor() -> Iterator[Monitor]:
 @pytest.fixture
 def prometheus(monitor: Monitor, tmp_path: Path) -> Iterator[str]:
     binary = require_tool("prometheus")
-    assert monitor.sinks.server is not None
+    assert monitor.server is not None
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({  # JSON is YAML
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -59,7 +59,7 @@ def prometheus(monitor: Monitor, tmp_path: Path) -> Iterator[str]:
             "job_name": "streamer",
             "metrics_path": "/metrics",
             "authorization": {"credentials": TOKEN},
-            "static_configs": [{"targets": [f"127.0.0.1:{monitor.sinks.server.bound_port}"]}],
+            "static_configs": [{"targets": [f"127.0.0.1:{monitor.server.bound_port}"]}],
         }],
     }))
     port = free_port()
